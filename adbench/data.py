@@ -1,0 +1,239 @@
+"""The common sample table, image/mask loading and the evaluation transform.
+
+Every dataset loader (``adbench.datasets``) produces :class:`Category` objects made of
+:class:`Sample` rows. Methods never open files themselves: the runner turns samples into
+:class:`Batch` objects with :class:`ImageTransform`, which defines the evaluation resolution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """Bad dataset input: the message names the file or key and the fix."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One row of the sample table.
+
+    ``label`` is 0 for normal and 1 for anomalous; ``mask_path`` is None for normal images and
+    for anomalous images of datasets without pixel annotations; ``split`` is "train" or "test".
+    """
+
+    image_path: str
+    label: int
+    mask_path: str | None
+    defect_type: str
+    category: str
+    split: str
+
+
+@dataclass
+class Category:
+    """One category of one dataset: train samples (normal only) and test samples."""
+
+    dataset: str
+    name: str
+    root: str
+    train: list[Sample]
+    test: list[Sample]
+    mask_binarize: str = "gt127"  # "gt127" for 0/255 masks, "nonzero" for VisA's class-id masks
+    info: dict = field(default_factory=dict)
+
+    @property
+    def has_masks(self) -> bool:
+        """True when every anomalous test sample has a mask (pixel metrics are defined)."""
+        anomalous = [s for s in self.test if s.label == 1]
+        return bool(anomalous) and all(s.mask_path is not None for s in anomalous)
+
+    def validate(self) -> None:
+        """Raise :class:`DataError` on an empty train set or a train set with anomalies."""
+        if not self.train:
+            raise DataError(
+                f"{self.dataset}/{self.name}: the train set under {self.root} is empty; "
+                "put normal training images in <category>/train/<normal folder>/"
+            )
+        if any(s.label != 0 for s in self.train):
+            raise DataError(f"{self.dataset}/{self.name}: train samples must all be normal")
+        if not self.test:
+            raise DataError(f"{self.dataset}/{self.name}: the test set under {self.root} is empty")
+
+    def to_records(self) -> list[dict]:
+        return [asdict(s) for s in self.train + self.test]
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image as RGB (grayscale and palette images are converted); DataError if unreadable."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}; replace or remove the file") from err
+
+
+def load_mask(path: str | os.PathLike, size: tuple[int, int], binarize: str = "gt127") -> np.ndarray:
+    """Read a ground-truth mask as a bool array of shape [H, W].
+
+    ``size`` is the (width, height) of its image; a mask of another size is an error. Masks are
+    binarised before any resizing: ``gt127`` for 0/255 masks, ``nonzero`` for class-id masks.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = np.asarray(img.convert("L") if img.mode not in ("L", "I", "I;16", "P") else img)
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(f"cannot read mask {path}: {err}; replace or remove the file") from err
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    if (arr.shape[1], arr.shape[0]) != tuple(size):
+        raise DataError(
+            f"mask {path} is {arr.shape[1]}x{arr.shape[0]} but its image is {size[0]}x{size[1]}; "
+            "masks must have the size of their image"
+        )
+    return arr != 0 if binarize == "nonzero" else arr > 127
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Resize (shorter side, or both sides when ``square``) → centre crop → normalise.
+
+    ``resize`` and ``crop`` are in pixels; the evaluation resolution is ``crop`` × ``crop``.
+    ``mean``/``std`` of None leave pixel values in [0, 1] (DRAEM).
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, ...] | None = IMAGENET_MEAN
+    std: tuple[float, ...] | None = IMAGENET_STD
+    square: bool = False
+    interpolation: str = "bilinear"
+
+    def identity(self) -> str:
+        """A stable string that changes whenever the transform does (part of cache keys)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def _resize_pil(self, img: Image.Image, resample: int) -> Image.Image:
+        w, h = img.size
+        if self.square:
+            new = (self.resize, self.resize)
+        elif w <= h:
+            new = (self.resize, int(self.resize * h / w))
+        else:
+            new = (int(self.resize * w / h), self.resize)
+        return img.resize(new, resample)
+
+    def _crop(self, arr: np.ndarray) -> np.ndarray:
+        h, w = arr.shape[:2]
+        top = int(round((h - self.crop) / 2.0))
+        left = int(round((w - self.crop) / 2.0))
+        return arr[top : top + self.crop, left : left + self.crop]
+
+    def image(self, img: Image.Image) -> torch.Tensor:
+        """PIL RGB image → float tensor [3, crop, crop], normalised."""
+        resample = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC}[
+            self.interpolation
+        ]
+        arr = self._crop(np.asarray(self._resize_pil(img, resample), dtype=np.float32) / 255.0)
+        tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        if self.mean is not None and self.std is not None:
+            mean = torch.tensor(self.mean).view(3, 1, 1)
+            std = torch.tensor(self.std).view(3, 1, 1)
+            tensor = (tensor - mean) / std
+        return tensor
+
+    def mask(self, mask: np.ndarray) -> torch.Tensor:
+        """Bool mask [H, W] → bool tensor [crop, crop], resized with nearest neighbour."""
+        img = Image.fromarray(mask.astype(np.uint8) * 255)
+        arr = self._crop(np.asarray(self._resize_pil(img, Image.NEAREST)) > 127)
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+@dataclass
+class Batch:
+    """A batch handed to a method.
+
+    images: float [B, 3, S, S] (S = evaluation resolution); masks: bool [B, S, S] (all False
+    where no mask exists); labels: int [B]; paths: the image files (feature-cache keys).
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    defect_types: list[str]
+
+
+class SampleDataset(torch.utils.data.Dataset):
+    """Samples → (image, mask, label, index) tensors under one :class:`ImageTransform`."""
+
+    def __init__(self, samples: Sequence[Sample], transform: ImageTransform, binarize: str = "gt127"):
+        self.samples = list(samples)
+        self.transform = transform
+        self.binarize = binarize
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        sample = self.samples[index]
+        img = load_image(sample.image_path)
+        if sample.mask_path is not None:
+            mask = self.transform.mask(load_mask(sample.mask_path, img.size, self.binarize))
+        else:
+            mask = torch.zeros(self.transform.crop, self.transform.crop, dtype=torch.bool)
+        return self.transform.image(img), mask, sample.label, index
+
+
+def iterate_batches(
+    samples: Sequence[Sample],
+    transform: ImageTransform,
+    batch_size: int = 8,
+    binarize: str = "gt127",
+    num_workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Iterator[Batch]:
+    """Yield :class:`Batch` objects over ``samples`` in order (or shuffled with ``seed``)."""
+    dataset = SampleDataset(samples, transform, binarize)
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator
+    )
+    for images, masks, labels, index in loader:
+        rows = [dataset.samples[i] for i in index.tolist()]
+        yield Batch(images, masks, labels, [r.image_path for r in rows], [r.defect_type for r in rows])
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """Path, size and mtime of a file: what the feature cache keys an image on."""
+    st = Path(path).stat()
+    return f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def stable_hash(obj: object, length: int = 16) -> str:
+    """sha256 of the canonical JSON of ``obj``, truncated to ``length`` hex digits."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

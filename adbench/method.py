@@ -1,0 +1,82 @@
+"""The method contract and the context a method runs in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch import nn
+
+from adbench.data import Batch, Category, ImageTransform
+
+if TYPE_CHECKING:
+    from adbench.features import FeatureExtractor
+
+
+@dataclass
+class Prediction:
+    """What a method returns for a batch.
+
+    image_scores: float [B] (higher = more anomalous); anomaly_maps: float [B, S, S] at the
+    evaluation resolution S of the batch.
+    """
+
+    image_scores: torch.Tensor
+    anomaly_maps: torch.Tensor
+
+
+@dataclass
+class Context:
+    """Everything a method may use besides its own config.
+
+    ``train_batches()`` iterates the category's *training* images under ``transform``; the test
+    set is never reachable from here. ``features`` is the shared (cached) backbone extractor,
+    or None for methods without a pretrained backbone.
+    """
+
+    category: Category
+    transform: ImageTransform
+    device: torch.device
+    seed: int
+    batch_size: int = 8
+    num_workers: int = 0
+    features: "FeatureExtractor | None" = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def train_batches(self, shuffle: bool = False, seed: int | None = None) -> Iterator[Batch]:
+        from adbench.data import iterate_batches
+
+        return iterate_batches(
+            self.category.train,
+            self.transform,
+            batch_size=self.batch_size,
+            binarize=self.category.mask_binarize,
+            num_workers=self.num_workers,
+            shuffle=shuffle,
+            seed=self.seed if seed is None else seed,
+        )
+
+
+class Method(nn.Module):
+    """Base class of every registered method.
+
+    A subclass is built as ``Method(**cfg.method.params)``; it implements :meth:`fit` (train
+    images only, through ``ctx``) and :meth:`predict`. Fitted state lives in parameters and
+    buffers, so ``state_dict()`` saves a fitted model.
+    """
+
+    name: str = ""
+
+    def fit(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, batch: Batch, ctx: Context) -> Prediction:
+        raise NotImplementedError
+
+    def n_params(self) -> int:
+        """Number of parameters and buffers that make up the fitted model (memory banks count)."""
+        tensors = list(self.parameters()) + list(self.buffers())
+        return int(sum(t.numel() for t in tensors))

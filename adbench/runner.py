@@ -1,0 +1,280 @@
+"""One job: build the data and the method, fit on train images, predict the test set, score, record.
+
+A job is (method, dataset, category, seed, config). Its config hash covers everything that can
+change the numbers (method and backbone config, transform, dataset and category, protocol, seed)
+and nothing that cannot (results_dir, progress bars, cache settings, device).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import subprocess
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from adbench import __version__
+from adbench.backbones import build_backbone
+from adbench.data import Category, ImageTransform, iterate_batches, stable_hash
+from adbench.features import FeatureExtractor
+from adbench.method import Context, Method
+from adbench.metrics import evaluate
+from adbench.datasets import build as build_dataset
+from adbench.registry import get_method
+from adbench.results import atomic_write_bytes, read_record, record_path, write_record
+
+log = logging.getLogger("adbench")
+HASH_KEYS = ("method", "backbone", "data", "protocol", "seed")
+VOLATILE_DATA_KEYS = ("root", "download", "category", "verify")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch, and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def config_hash(cfg: DictConfig, category: str) -> str:
+    """Hash of everything that can change a job's numbers."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keyed = {k: resolved.get(k) for k in HASH_KEYS}
+    data = dict(keyed["data"] or {})
+    for key in VOLATILE_DATA_KEYS:
+        data.pop(key, None)
+    keyed["data"] = data
+    keyed["category"] = category
+    return stable_hash(keyed)
+
+
+class PeakMemory:
+    """Peak resident set size (MB) of this process while the block runs, sampled every 10 ms,
+    and peak CUDA memory (MB) when a GPU is used."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_rss_mb = 0.0
+        self.peak_gpu_mb = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak_rss_mb = self.rss_mb()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
+        if self.device.type == "cuda":
+            self.peak_gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+
+
+def build_method(cfg: DictConfig) -> Method:
+    params = OmegaConf.to_container(cfg.method.get("params") or {}, resolve=True)
+    return get_method(cfg.method.name)(**params)
+
+
+def build_context(cfg: DictConfig, method: Method, category: Category, device: torch.device) -> Context:
+    """The transform (normalisation from the backbone's weights) and, for feature methods, the extractor."""
+    image = cfg.method.image
+    features = None
+    mean, std = None, None
+    if getattr(method, "uses_backbone", False) or cfg.method.get("normalize", "backbone") == "backbone":
+        backbone = build_backbone(
+            cfg.backbone.name, list(cfg.method.get("layers") or ["layer2", "layer3"]),
+            weights=cfg.backbone.get("weights"), hub=bool(cfg.backbone.get("hub", True)),
+        )
+        mean, std = backbone.weights.mean, backbone.weights.std
+    transform = ImageTransform(
+        resize=int(image.resize), crop=int(image.crop), mean=mean, std=std,
+        square=bool(image.get("square", False)), interpolation=str(image.get("interpolation", "bilinear")),
+    )
+    if getattr(method, "uses_backbone", False):
+        features = FeatureExtractor(
+            backbone, transform, device, enabled=bool(cfg.cache.enabled), max_gb=float(cfg.cache.max_gb)
+        )
+    return Context(
+        category=category, transform=transform, device=device, seed=int(cfg.seed),
+        batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), features=features,
+        progress=bool(cfg.progress),
+    )
+
+
+def predict_category(method: Method, ctx: Context) -> dict[str, Any]:
+    """Run the fitted method over the test set once; maps at the evaluation resolution."""
+    scores, maps, masks, labels, paths, defects = [], [], [], [], [], []
+    infer_s = 0.0
+    batches = iterate_batches(
+        ctx.category.test, ctx.transform, batch_size=ctx.batch_size, binarize=ctx.category.mask_binarize,
+        num_workers=ctx.num_workers,
+    )
+    for batch in tqdm(batches, desc=f"{method.name}: predict", disable=not ctx.progress, leave=False,
+                      total=-(-len(ctx.category.test) // ctx.batch_size)):
+        start = time.perf_counter()
+        pred = method.predict(batch, ctx)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        infer_s += time.perf_counter() - start
+        scores.append(pred.image_scores.float().cpu())
+        maps.append(pred.anomaly_maps.float().cpu())
+        masks.append(batch.masks)
+        labels.append(batch.labels)
+        paths += batch.paths
+        defects += batch.defect_types
+    return {
+        "image_scores": torch.cat(scores).numpy(), "anomaly_maps": torch.cat(maps).numpy(),
+        "masks": torch.cat(masks).numpy(), "labels": torch.cat(labels).numpy(), "paths": paths,
+        "defect_types": defects, "infer_s": infer_s,
+    }
+
+
+def save_predictions(path: Path, out: dict[str, Any], keep: int = 3) -> None:
+    """Scores, labels and paths of every test image, plus the maps of the ``keep`` highest- and
+    lowest-scoring images (for reports), as ``<record>.npz``."""
+    import io
+
+    order = np.argsort(out["image_scores"])
+    chosen = np.unique(np.concatenate([order[:keep], order[-keep:]]))
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, image_scores=out["image_scores"], labels=out["labels"], paths=np.array(out["paths"]),
+        defect_types=np.array(out["defect_types"]), map_index=chosen,
+        maps=out["anomaly_maps"][chosen].astype(np.float16), masks=out["masks"][chosen],
+    )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
+    """Fit, predict, score and record one (method, dataset, category, seed, config) job."""
+    chash = config_hash(cfg, category.name)
+    path = record_path(cfg.results_dir, category.dataset, category.name, cfg.method.name, chash)
+    existing = read_record(path)
+    if existing is not None and existing.get("status") == "ok" and not cfg.force:
+        log.info("skip %s/%s/%s: finished record %s (force=true re-runs)", category.dataset,
+                 category.name, cfg.method.name, path)
+        return existing
+    seed_everything(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    record: dict[str, Any] = {
+        "run_id": f"{category.dataset}/{category.name}/{cfg.method.name}/{chash}",
+        "method": cfg.method.name, "variant": cfg.method.get("variant", "default"),
+        "dataset": category.dataset, "category": category.name, "protocol": cfg.protocol,
+        "backbone": cfg.backbone.name if cfg.method.get("normalize", "backbone") == "backbone" else "none",
+        "seed": int(cfg.seed), "config_hash": chash, "git_sha": git_sha(), "adbench_version": __version__,
+        "torch_version": torch.__version__, "device": str(device), "n_train": len(category.train),
+        "n_test": len(category.test), "image_size": f"{cfg.method.image.resize}->{cfg.method.image.crop}",
+        "eval_resolution": int(cfg.method.image.crop),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    try:
+        method = build_method(cfg).to(device)
+        ctx = build_context(cfg, method, category, device)
+        if ctx.features is not None:
+            record["weights"] = ctx.features.backbone.weights.tag
+        with PeakMemory(device) as memory:
+            start = time.perf_counter()
+            method.train()
+            method.fit(ctx)
+            record["fit_s"] = round(time.perf_counter() - start, 3)
+            method.eval()
+            out = predict_category(method, ctx)
+        record["infer_ms_per_img"] = round(1000 * out["infer_s"] / max(len(category.test), 1), 3)
+        record["peak_rss_mb"] = round(memory.peak_rss_mb, 1)
+        record["peak_gpu_mb"] = round(memory.peak_gpu_mb, 1)
+        record["n_params"] = method.n_params()
+        record.update({f"timing_{k}": round(v, 3) for k, v in getattr(method, "timings", {}).items()})
+        if ctx.features is not None:
+            record.update(ctx.features.stats.as_dict())
+        has_masks = category.has_masks
+        record.update(evaluate(
+            out["image_scores"], out["labels"],
+            out["anomaly_maps"] if has_masks else None, out["masks"] if has_masks else None,
+        ))
+        save_predictions(path.with_suffix(".npz"), out)
+        if cfg.get("save_model"):
+            atomic_write_bytes(path.with_suffix(".model.pt"), _model_bytes(method, cfg))
+        record["status"] = "ok"
+    except Exception as err:  # noqa: BLE001 - a failed job is recorded, the others go on
+        record["status"] = "failed"
+        record["error"] = f"{type(err).__name__}: {err}"
+        record["traceback"] = traceback.format_exc()
+        log.error("FAILED %s: %s", record["run_id"], record["error"])
+    record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    write_record(cfg.results_dir, record)
+    return record
+
+
+def _model_bytes(method: Method, cfg: DictConfig) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": method.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True)}, buffer)
+    return buffer.getvalue()
+
+
+def load_categories(cfg: DictConfig) -> list[Category]:
+    """The categories named by ``data.category`` (``all`` = every category of the dataset)."""
+    options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
+               if k not in ("name", "root", "download", "category")}
+    family = build_dataset(cfg.data.name, cfg.data.get("root"), download=bool(cfg.data.get("download")), **options)
+    wanted = str(cfg.data.get("category", "all"))
+    names = family.categories() if wanted == "all" else [c.strip() for c in wanted.split(",")]
+    categories = []
+    for name in names:
+        category = family.load(name)
+        category.validate()
+        categories.append(category)
+    return categories
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run every category of ``cfg.data`` with ``cfg.method``; returns the records."""
+    torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
+    return [run_job(cfg, category) for category in load_categories(cfg)]

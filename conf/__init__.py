@@ -1,0 +1,1 @@
+"""Hydra configs shipped with adbench (config path ``pkg://adbench.conf``)."""
