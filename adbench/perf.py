@@ -1,0 +1,82 @@
+"""``make perf``: benchmarks that print numbers (never a test).
+
+Runs every ``adbench.perf_<name>`` module's ``main()`` in turn; ``python -m adbench.perf
+patchcore coreset`` runs only those. Shared helpers for the sections live here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig
+
+import adbench
+from adbench.data import Category, iterate_batches
+from adbench.method import Context
+from adbench.runner import PeakMemory
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The Hydra config of ``python -m adbench <overrides>``, without running it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="adbench.conf", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> float:
+    """Best wall-clock seconds of ``repeat`` calls."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def backbone_floor_ms(ctx: Context, category: Category, repeat: int = 2) -> float:
+    """Backbone-only forward time per test image (ms): the floor any feature method is compared to."""
+    assert ctx.features is not None
+    images = torch.cat([b.images for b in iterate_batches(category.test, ctx.transform, ctx.batch_size)])
+    backbone = ctx.features.backbone
+
+    def forward() -> None:
+        with torch.no_grad():
+            for start in range(0, len(images), ctx.batch_size):
+                backbone(images[start : start + ctx.batch_size].to(ctx.device))
+
+    return 1000 * timed(forward, repeat) / len(images)
+
+
+def report(name: str, values: dict[str, float | str]) -> None:
+    """Print one benchmark line: ``name  key=value ...``."""
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()]
+    print(f"{name:<28s} " + "  ".join(parts), flush=True)
+
+
+def peak_memory(device: torch.device) -> PeakMemory:
+    return PeakMemory(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    wanted = set(argv if argv is not None else sys.argv[1:])
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"adbench perf — torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"cuda={torch.cuda.is_available()}", flush=True)
+    names = sorted(m.name for m in pkgutil.iter_modules(adbench.__path__) if m.name.startswith("perf_"))
+    for name in names:
+        if wanted and name.removeprefix("perf_") not in wanted:
+            continue
+        print(f"\n== {name.removeprefix('perf_')}", flush=True)
+        importlib.import_module(f"adbench.{name}").main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
