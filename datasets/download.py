@@ -204,19 +204,22 @@ def _check_zip(archive_zip: zipfile.ZipFile, archive: Path) -> None:
             raise DataError(f"symbolic link {info.filename!r} in {archive}; refusing to extract")
 
 
-def _content_root(folder: Path) -> Path:
-    """Descend through single-folder wrappers (``BTech_Dataset_transformed/``, ``dtd/``)."""
+def _content_root(folder: Path, marker: str | None) -> Path:
+    """Descend through single-folder wrappers (``BTech_Dataset_transformed/``) until ``marker`` exists."""
+    if marker is None:
+        return folder
     entries = list(folder.iterdir())
-    while len(entries) == 1 and entries[0].is_dir():
+    while not (folder / marker).exists() and len(entries) == 1 and entries[0].is_dir():
         folder = entries[0]
         entries = list(folder.iterdir())
     return folder
 
 
-def extract(archive: str | Path, dest: str | Path) -> Path:
+def extract(archive: str | Path, dest: str | Path, marker: str | None = None) -> Path:
     """Safely unpack a tar or zip ``archive`` into the folder ``dest`` and return ``dest``.
 
-    A single top-level wrapper folder is removed. Entries already in ``dest`` are kept; new
+    With ``marker`` (a path the dataset root must contain, e.g. ``bottle``), single top-level
+    wrapper folders are stripped until it appears. Entries already in ``dest`` are kept; new
     ones are moved in by rename (the whole tree in one rename when ``dest`` does not exist).
     """
     archive, dest = Path(archive), Path(dest)
@@ -234,7 +237,7 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
                 archive_zip.extractall(tmp)
         else:
             raise DataError(f"{archive} is neither a tar nor a zip archive; delete it and download again")
-        content = _content_root(tmp)
+        content = _content_root(tmp, marker)
         if not dest.exists():
             os.replace(content, dest)
         else:
@@ -278,7 +281,7 @@ def ensure_dataset(
     archive = fetch(
         resource.urls, root.parent / f".{root.name}.download" / resource.filename, resource.sha256, progress
     )
-    extract(archive, root)
+    extract(archive, root, expected.relative_to(root).as_posix())
     shutil.rmtree(archive.parent, ignore_errors=True)
     if not expected.exists():
         raise DataError(

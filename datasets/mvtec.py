@@ -33,9 +33,9 @@ MVTEC_CATEGORIES = (
 
 @register_dataset("mvtec")
 class MVTecAD(FolderDataset):
-    """MVTec AD at ``<root>/<category>/{train,test,ground_truth}`` (default ``$ADBENCH_DATA/mvtec_ad``)."""
+    """MVTec AD at ``<root>/<category>/{train,test,ground_truth}`` (default ``$ADBENCH_DATA/mvtec``)."""
 
-    default_root = "mvtec_ad"
+    default_root = "mvtec"
     known_categories = MVTEC_CATEGORIES
     masks_required = True
     resource = MVTEC_AD
