@@ -1,0 +1,294 @@
+"""Anomaly-detection metrics: image/pixel AUROC, AP, F1-max, the MVTec AD AUPRO and ADer's mAD.
+
+Every metric is exact (no threshold binning) and vectorised. The scores are sorted once in
+descending order; a run of tied scores is one threshold t (a sample is predicted anomalous when
+its score >= t), and every curve is read off cumulative sums at the last element of each run.
+:func:`evaluate` sorts the pixels of a category once and derives all four pixel metrics from that
+single order, because the sort dominates the cost.
+
+Conventions: higher scores mean more anomalous; labels and masks are 1/True for anomalous; every
+returned value is a fraction in [0, 1] (not percent).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "IMAGE_KEYS",
+    "PIXEL_KEYS",
+    "aupro",
+    "auroc",
+    "average_precision",
+    "evaluate",
+    "f1_max",
+    "pro_curve",
+]
+
+IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1max")
+PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
+
+# 8-connectivity inside each [H, W] slice of an [N, H, W] stack and no connection across images,
+# so that one ndimage.label call numbers the regions of all images with distinct ids.
+_STRUCTURE_8 = np.zeros((3, 3, 3), dtype=bool)
+_STRUCTURE_8[1] = True
+
+
+def _finite(name: str, values: object, ndim: int | None = None) -> np.ndarray:
+    """``values`` as a real array; raise ValueError on NaN/inf, a bad dtype or a wrong ``ndim``."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        n_bad = arr.size - np.count_nonzero(np.isfinite(arr))
+        if n_bad:
+            n_nan = np.count_nonzero(np.isnan(arr))
+            raise ValueError(
+                f"{name} contains {n_bad} non-finite values ({n_nan} NaN, {n_bad - n_nan} inf) out of "
+                f"{arr.size}; fix the scores (e.g. a division by zero or an overflow) before evaluating"
+            )
+    return arr
+
+
+def _binary(name: str, values: object, shape: tuple[int, ...], like: str) -> np.ndarray:
+    """``values`` as a bool array of ``shape`` (the shape of ``like``); only 0/1 or bool allowed."""
+    arr = np.asarray(values)
+    if arr.shape != shape:
+        raise ValueError(f"{name} has shape {arr.shape} but {like} has shape {shape}; they must match")
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind not in "iuf" or np.count_nonzero((arr == 0) | (arr == 1)) != arr.size:
+        raise ValueError(f"{name} must be bool or hold only 0 and 1 (dtype {arr.dtype})")
+    return arr != 0
+
+
+def _both_classes(name: str, labels: np.ndarray) -> None:
+    """Raise ValueError unless the bool array ``labels`` holds both True and False."""
+    n_pos = np.count_nonzero(labels)
+    if n_pos in (0, labels.size):
+        which = "anomalous" if n_pos else "normal"
+        raise ValueError(
+            f"{name} contain only one class (all {labels.size} are {which}); AUROC, AP and F1-max "
+            "need both normal and anomalous samples"
+        )
+
+
+def _descending_key(values: np.ndarray) -> np.ndarray:
+    """uint32 [P] keys that increase as the float32 ``values`` [P] (no NaN) decrease; equal values,
+    -0.0 and +0.0 included, get equal keys."""
+    bits = (values + np.float32(0.0)).view(np.uint32)  # "+ 0" makes -0.0 into +0.0
+    # Negative floats keep their bits (bigger magnitude, bigger bits); the others map to 0x7FFFFFFF - bits.
+    return np.where(bits >= 0x80000000, bits, ~bits & np.uint32(0x7FFFFFFF))
+
+
+def _run_ends(sorted_keys: np.ndarray) -> np.ndarray:
+    """int64 [T]: the index of the last element of each run of equal values in ``sorted_keys`` [P]."""
+    return np.append(np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]), sorted_keys.size - 1)
+
+
+def _rank(scores: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort once by descending score.
+
+    scores: finite real [P], P < 2**32; payload: non-negative integers < 2**32 [P] (labels or
+    region ids). Returns (payload uint32 [P] in descending-score order, ends int64 [T]): ``ends``
+    holds the index of the last element of each run of tied scores, one per distinct score,
+    highest first. No metric depends on the order inside a run of tied scores.
+
+    An argsort is avoided, being several times slower than sorting uint64 values: the sort key
+    packs the float32 score key (high 32 bits) with the payload (low 32 bits). Scores that float32
+    does not represent exactly are compared as float64: the low bits then carry the element index,
+    and since rounding to float32 is monotone only runs of equal float32 keys can be out of
+    float64 order; those few runs are re-sorted by their float64 values.
+    """
+    with np.errstate(over="ignore"):  # huge float64 scores round to inf, still a monotone rounding
+        s32 = np.asarray(scores, dtype=np.float32)
+    keys = _descending_key(s32).astype(np.uint64) << 32
+    if scores.dtype == np.float32 or np.array_equal(s32, scores):
+        keys |= payload.astype(np.uint64)
+        keys.sort()
+        return keys.astype(np.uint32), _run_ends(keys >> 32)  # astype keeps the low 32 bits
+    keys |= np.arange(scores.size, dtype=np.uint64)
+    keys.sort()
+    order = keys.astype(np.uint32).astype(np.intp)  # intp indices gather several times faster
+    ordered = np.asarray(scores, dtype=np.float64)[order]
+    ascents = np.flatnonzero(ordered[1:] > ordered[:-1])
+    if ascents.size:
+        run = np.cumsum(np.append(0, (keys[1:] >> 32) != (keys[:-1] >> 32)))  # float32 key run id
+        bad_run = np.zeros(run[-1] + 1, dtype=bool)
+        bad_run[run[ascents]] = True
+        fix = np.flatnonzero(bad_run[run])
+        fixed = fix[np.lexsort((-ordered[fix], run[fix]))]
+        order[fix], ordered[fix] = order[fixed], ordered[fixed]
+    return payload[order].astype(np.uint32), _run_ends(ordered)
+
+
+def _cumulative(sorted_payload: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tps, fps): int64 [T], positives (payload > 0) and negatives scored >= each distinct score."""
+    tps = np.cumsum(sorted_payload != 0)[ends]
+    return tps, ends + 1 - tps
+
+
+def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoid-rule area under y(x) for sample points x [M] (non-decreasing) and y [M]."""
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1])) / 2)
+
+
+def _auroc(tps: np.ndarray, fps: np.ndarray) -> float:
+    """ROC AUC from the cumulative counts: trapezoids between tie groups (as sklearn), summed
+    exactly in integers as sum_j (fps_j - fps_{j-1}) (tps_j + tps_{j-1}) / (2 #pos #neg)."""
+    d_fps = np.diff(fps, prepend=0)
+    twice_area = int(d_fps @ tps) + int(d_fps[1:] @ tps[:-1])
+    return twice_area / (2 * int(tps[-1]) * int(fps[-1]))
+
+
+def _average_precision(tps: np.ndarray, fps: np.ndarray) -> float:
+    """Step-wise AP, sum over thresholds of (R_n - R_{n-1}) P_n, as sklearn."""
+    return float(np.sum(np.diff(tps, prepend=0) * (tps / (tps + fps))) / tps[-1])
+
+
+def _f1_max(tps: np.ndarray, fps: np.ndarray) -> float:
+    """Max over thresholds of 2PR/(P+R) = 2 TP/(TP + FP + #positives); 0 where TP = 0."""
+    return float(np.max(2 * tps / (tps + fps + tps[-1])))
+
+
+def _counts(
+    scores: object, labels: object, names: tuple[str, str] = ("scores", "labels")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate scores/labels of the same shape (flattened) and return (tps, fps), int64 [T]."""
+    score_arr = _finite(names[0], scores)
+    label_arr = _binary(names[1], labels, score_arr.shape, names[0])
+    _both_classes(names[1], label_arr)
+    return _cumulative(*_rank(score_arr.ravel(), label_arr.ravel()))
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Exact ROC AUC; scores float and labels 0/1 or bool of the same shape (flattened)."""
+    return _auroc(*_counts(scores, labels))
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision as sklearn's ``average_precision_score``; inputs as :func:`auroc`."""
+    return _average_precision(*_counts(scores, labels))
+
+
+def f1_max(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Max F1 over all distinct score thresholds (score >= t is positive); inputs as :func:`auroc`."""
+    return _f1_max(*_counts(scores, labels))
+
+
+def _pixel_counts(maps: np.ndarray, masks: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort the pixels once and return (tps, fps, pro) at each distinct pixel score, highest first.
+
+    maps: validated float [N, H, W]; masks: bool or 0/1 [N, H, W]. tps/fps: int64 [T], defect /
+    normal pixels scored >= the score; pro: float64 [T], the mean over all 8-connected GT regions
+    of the fraction of the region scored >= the score (clipped to <= 1).
+    """
+    gt = _binary("masks", masks, maps.shape, "anomaly_maps")
+    regions, n_regions = ndimage.label(gt, structure=_STRUCTURE_8)
+    if n_regions == 0:
+        raise ValueError(
+            "masks contain no defect pixels, so pixel AUROC/AP/F1-max and AUPRO are undefined; "
+            "pass masks=None for a category without pixel annotations"
+        )
+    sizes = np.bincount(regions.ravel(), minlength=n_regions + 1)
+    if sizes[0] == 0:
+        raise ValueError("masks mark every pixel as defect; pixel metrics need normal pixels too")
+    sorted_regions, ends = _rank(maps.ravel(), regions.ravel())
+    tps, fps = _cumulative(sorted_regions, ends)
+    weights = np.zeros(n_regions + 1)
+    weights[1:] = 1.0 / (n_regions * sizes[1:])
+    pro = np.cumsum(weights[sorted_regions])[ends]
+    return tps, fps, np.minimum(pro, 1.0, out=pro)
+
+
+def _pro_points(fps: np.ndarray, pro: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, pro) float64 [T + 2]: the curve of :func:`_pixel_counts` with (0, 0) and (1, 1) added."""
+    fpr = np.concatenate([[0.0], fps / fps[-1], [1.0]])
+    return fpr, np.concatenate([[0.0], pro, [1.0]])
+
+
+def _check_limit(limit: float) -> None:
+    """Raise ValueError unless the AUPRO FPR limit is in (0, 1]."""
+    if not 0 < limit <= 1:
+        raise ValueError(f"the AUPRO FPR limit must be in (0, 1], got {limit}")
+
+
+def _normalised_area(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
+    """Area under pro(fpr) for fpr in [0, limit], divided by ``limit`` (in (0, 1]).
+
+    fpr, pro: float64 [M], fpr non-decreasing from 0 to 1. If ``limit`` is no sample point, pro is
+    interpolated linearly at the limit and the partial trapezoid is added.
+    """
+    stop = int(np.searchsorted(fpr, limit, side="right"))  # fpr[stop - 1] <= limit < fpr[stop]
+    x, y = fpr[:stop], pro[:stop]
+    area = _trapezoid(x, y)
+    if x[-1] < limit:
+        y_limit = y[-1] + (pro[stop] - y[-1]) * (limit - x[-1]) / (fpr[stop] - x[-1])
+        area += (y_limit + y[-1]) * (limit - x[-1]) / 2
+    return float(area / limit)
+
+
+def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-region-overlap curve of MVTec AD (Bergmann et al., IJCV 2021).
+
+    maps: float [N, H, W] anomaly maps; masks: bool [N, H, W] ground truth of all test images
+    (normal ones included). Regions are the 8-connected components of each mask. Returns
+    (fpr, pro), float64 [T + 2]: one point per distinct score (highest first), the FPR over all
+    normal pixels and the mean over regions of the fraction of the region scored >= that score,
+    with (0, 0) prepended and (1, 1) appended. Raises ValueError if no pixel is a defect.
+    """
+    arr = _finite("maps", maps, ndim=3)
+    _, fps, pro = _pixel_counts(arr, masks)
+    return _pro_points(fps, pro)
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, limit: float = 0.3) -> float:
+    """Area under :func:`pro_curve` for FPR in [0, ``limit``], divided by ``limit`` (a fraction).
+
+    maps: float [N, H, W]; masks: bool [N, H, W]. Trapezoid rule, with PRO interpolated linearly
+    at ``limit`` when it falls between two curve points.
+    """
+    _check_limit(limit)
+    return _normalised_area(*pro_curve(maps, masks), limit)
+
+
+def evaluate(
+    image_scores: np.ndarray,
+    image_labels: np.ndarray,
+    anomaly_maps: np.ndarray | None = None,
+    masks: np.ndarray | None = None,
+    aupro_limit: float = 0.3,
+) -> dict[str, float]:
+    """All metrics of one category's test set, as fractions in [0, 1].
+
+    image_scores: float [N]; image_labels: 0/1 [N]; anomaly_maps: float [N, H, W]; masks: bool
+    [N, H, W] for every test image (normal ones included), or None for a category without pixel
+    annotations. Returns :data:`IMAGE_KEYS`; with masks also :data:`PIXEL_KEYS` (pixel metrics
+    pool all pixels of all images) and ``mad``, the mean of those seven (ADer's mAD). Raises
+    ValueError on NaN/inf, shape mismatches, labels of one class, or masks without defect pixels.
+    """
+    _check_limit(aupro_limit)
+    scores = _finite("image_scores", image_scores, ndim=1)
+    tps, fps = _counts(scores, image_labels, ("image_scores", "image_labels"))
+    results = {
+        "image_auroc": _auroc(tps, fps),
+        "image_ap": _average_precision(tps, fps),
+        "image_f1max": _f1_max(tps, fps),
+    }
+    maps = None if anomaly_maps is None else _finite("anomaly_maps", anomaly_maps, ndim=3)
+    if maps is not None and len(maps) != len(scores):
+        raise ValueError(f"anomaly_maps holds {len(maps)} maps but image_scores {len(scores)} scores")
+    if masks is None:
+        return results
+    if maps is None:
+        raise ValueError("masks were given without anomaly_maps; pixel metrics need both")
+    tps, fps, pro = _pixel_counts(maps, masks)
+    results["pixel_auroc"] = _auroc(tps, fps)
+    results["pixel_ap"] = _average_precision(tps, fps)
+    results["pixel_f1max"] = _f1_max(tps, fps)
+    results["pixel_aupro"] = _normalised_area(*_pro_points(fps, pro), aupro_limit)
+    results["mad"] = float(np.mean([results[key] for key in IMAGE_KEYS + PIXEL_KEYS]))
+    return results
