@@ -284,6 +284,8 @@ def generate_toy(
         for category in TOY_CATEGORIES:
             _generate_category(tmp / category, category, params)
         (tmp / MARKER).write_text(stamp)
+        if marker.is_file() and marker.read_text() == stamp:  # a concurrent generator finished first
+            return root
         if root.exists():
             os.replace(root, old)
         os.replace(tmp, root)
