@@ -8,6 +8,7 @@ and nothing that cannot (results_dir, progress bars, cache settings, device).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -138,7 +139,12 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
     )
     if getattr(method, "uses_backbone", False):
         features = FeatureExtractor(
-            backbone, transform, device, enabled=bool(cfg.cache.enabled), max_gb=float(cfg.cache.max_gb)
+            backbone, transform, device, enabled=bool(cfg.cache.enabled), max_gb=float(cfg.cache.max_gb),
+            cache_dir=cfg.cache.get("dir"), cache_layers=list(cfg.cache.get("layers") or []),
+            backbone_factory=functools.partial(
+                build_backbone, cfg.backbone.name, weights=cfg.backbone.get("weights"),
+                hub=bool(cfg.backbone.get("hub", True)),
+            ),
         )
     return Context(
         category=category, transform=transform, device=device, seed=int(cfg.seed),
