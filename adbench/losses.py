@@ -64,3 +64,50 @@ def hardest_mask(errors: torch.Tensor, quantile: float = 0.5) -> torch.Tensor:
     all errors (``torch.quantile``, linear interpolation, at most 2^24 elements); 0.5 keeps the
     hardest half."""
     return errors >= torch.quantile(errors.detach().reshape(-1).float(), quantile)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 2-D Gaussian window [size, size] (outer product of the 1-D window centred at size // 2)."""
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).float()
+
+
+def ssim(
+    img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11, sigma: float = 1.5,
+    value_range: float | None = None,
+) -> torch.Tensor:
+    """Mean SSIM of two image batches [N, C, H, W], as DRAEM's ``loss.py::ssim``.
+
+    Per-channel Gaussian window (``window_size`` × ``window_size``, σ = ``sigma``) with zero
+    padding of ``window_size // 2``; C1 = (0.01 L)², C2 =
+    (0.03 L)². ``value_range`` L = None infers it from ``img1`` as the official code does: max >
+    128 → 255 else 1, minus (−1 if min < −0.5 else 0). Returns a scalar (mean of the SSIM map).
+    """
+    if value_range is None:
+        high = 255.0 if float(img1.max()) > 128 else 1.0
+        low = -1.0 if float(img1.min()) < -0.5 else 0.0
+        value_range = high - low
+    channels = img1.shape[1]
+    window = gaussian_window(window_size, sigma).to(img1.device, img1.dtype)
+    window = window.expand(channels, 1, window_size, window_size)
+    pad = window_size // 2
+
+    def smooth(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, window, padding=pad, groups=channels)
+
+    mu1, mu2 = smooth(img1), smooth(img2)
+    sigma1 = smooth(img1 * img1) - mu1**2
+    sigma2 = smooth(img2 * img2) - mu2**2
+    sigma12 = smooth(img1 * img2) - mu1 * mu2
+    c1, c2 = (0.01 * value_range) ** 2, (0.03 * value_range) ** 2
+    ssim_map = ((2 * mu1 * mu2 + c1) * (2 * sigma12 + c2)) / ((mu1**2 + mu2**2 + c1) * (sigma1 + sigma2 + c2))
+    return ssim_map.mean()
+
+
+def ssim_loss(
+    img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
+    """1 − :func:`ssim` (DRAEM's ``SSIM`` module: window 11, σ 1.5, inferred value range); scalar."""
+    return 1.0 - ssim(img1, img2, window_size, sigma)
