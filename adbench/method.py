@@ -32,7 +32,10 @@ class Context:
 
     ``train_batches()`` iterates the category's *training* images under ``transform``; the test
     set is never reachable from here. ``features`` is the shared (cached) backbone extractor,
-    or None for methods without a pretrained backbone.
+    or None for methods without a pretrained backbone. Under ``protocol=few_shot``
+    (:mod:`adbench.protocols`) ``category.train`` holds the K reference shots and, for methods with
+    ``uses_source = True``, ``source`` holds the source dataset's categories (train and test sets,
+    with anomalies and masks) to train on; it is empty otherwise.
     """
 
     category: Category
@@ -44,6 +47,7 @@ class Context:
     features: "FeatureExtractor | None" = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    source: list[Category] = field(default_factory=list)
 
     def train_batches(self, shuffle: bool = False, seed: int | None = None) -> Iterator[Batch]:
         from adbench.data import iterate_batches

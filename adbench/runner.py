@@ -24,13 +24,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from adbench import __version__
+from adbench import __version__, protocols
 from adbench.backbones import build_backbone
 from adbench.data import Category, ImageTransform, iterate_batches, stable_hash
+from adbench.datasets import build as build_dataset
 from adbench.features import FeatureExtractor
 from adbench.method import Context, Method
 from adbench.metrics import evaluate
-from adbench.datasets import build as build_dataset
 from adbench.registry import get_method
 from adbench.results import atomic_write_bytes, read_record, record_path, write_record
 
@@ -74,6 +74,8 @@ def config_hash(cfg: DictConfig, category: str) -> str:
         data.pop(key, None)
     keyed["data"] = data
     keyed["category"] = category
+    if protocols.protocol_name(cfg) == "few_shot":
+        keyed["few_shot"] = protocols.FewShotSettings.from_config(cfg).hash_fields()
     return stable_hash(keyed)
 
 
@@ -222,6 +224,8 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
     try:
         method = build_method(cfg).to(device)
         ctx = build_context(cfg, method, category, device)
+        if cfg.protocol == "few_shot":
+            _attach_few_shot(cfg, method, category, ctx, record)
         if ctx.features is not None:
             record["weights"] = ctx.features.backbone.weights.tag
         with PeakMemory(device) as memory:
@@ -257,6 +261,18 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
     return record
 
 
+def _attach_few_shot(cfg: DictConfig, method: Method, category: Category, ctx: Context,
+                     record: dict[str, Any]) -> None:
+    """few_shot: the source categories for methods that train on them, and the record's protocol fields."""
+    settings = protocols.FewShotSettings.from_config(cfg)
+    uses_source = bool(getattr(method, "uses_source", False))
+    sources = category.info["few_shot"]["source_categories"]
+    if uses_source:
+        ctx.source = protocols.load_source(cfg, settings, sources)
+        sources = [c.name for c in ctx.source]
+    record.update(protocols.record_fields(category, settings, sources or ["all"], uses_source))
+
+
 def _model_bytes(method: Method, cfg: DictConfig) -> bytes:
     import io
 
@@ -266,16 +282,27 @@ def _model_bytes(method: Method, cfg: DictConfig) -> bytes:
 
 
 def load_categories(cfg: DictConfig) -> list[Category]:
-    """The categories named by ``data.category`` (``all`` = every category of the dataset)."""
+    """The categories named by ``data.category`` (``all`` = every category of the dataset).
+
+    Under ``protocol=few_shot`` (:mod:`adbench.protocols`): the target categories only, each with
+    ``train`` replaced by its K reference shots.
+    """
     options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
                if k not in ("name", "root", "download", "category")}
     family = build_dataset(cfg.data.name, cfg.data.get("root"), download=bool(cfg.data.get("download")), **options)
     wanted = str(cfg.data.get("category", "all"))
     names = family.categories() if wanted == "all" else [c.strip() for c in wanted.split(",")]
+    settings = None
+    if protocols.protocol_name(cfg) == "few_shot":
+        settings = protocols.FewShotSettings.from_config(cfg)
+        sources, names = protocols.split_categories(family, settings, cfg.data.name, wanted)
     categories = []
     for name in names:
         category = family.load(name)
         category.validate()
+        if settings is not None:
+            category = protocols.apply_few_shot(category, settings)
+            category.info["few_shot"]["source_categories"] = sources
         categories.append(category)
     return categories
 
