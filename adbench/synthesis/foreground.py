@@ -53,13 +53,9 @@ def _border_band(size: tuple[int, int], width: int) -> torch.Tensor:
     return band
 
 
-def estimate_foreground(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Foreground masks of one category's training images by the rule in the module docstring.
-
-    images: float [N, 3, S, S] in [0, 1] (un-normalised). Returns (bool [N, S, S], whether the
-    category was judged to have a background; False means every mask is all True).
-    """
-    n, _, height, width = images.shape
+def candidate_foreground(images: torch.Tensor) -> torch.Tensor:
+    """Step 1 of the rule (module docstring) for a batch: float [N, 3, S, S] in [0, 1] → bool [N, S, S]."""
+    _, _, height, width = images.shape
     side = min(height, width)
     band = _border_band((height, width), max(1, side // 16)).to(images.device)
     background = images[:, :, band].median(dim=2).values  # [N, 3]
@@ -67,15 +63,39 @@ def estimate_foreground(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
     distance = gaussian_blur(distance, max(side / 64, 0.5))
     masks = torch.stack([d > otsu_threshold(d.flatten()) for d in distance])
     radius = max(1, side // 32)
-    masks = F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+    return F.max_pool2d(masks[:, None].float(), 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+
+
+def has_background(masks: torch.Tensor) -> bool:
+    """Step 2 of the rule: do a category's candidate masks bool [N, S, S] show an object on a plain
+    background (median border-band share < 10 %, median area in [2 %, 90 %])?"""
+    height, width = masks.shape[-2:]
+    band = _border_band((height, width), max(1, min(height, width) // 16)).to(masks.device)
     border_share = masks[:, band].float().mean(dim=1).median()
     area = masks.flatten(1).float().mean(dim=1).median()
-    has_background = bool(border_share < BORDER_FOREGROUND_MAX and AREA_RANGE[0] <= area <= AREA_RANGE[1])
-    if not has_background:
-        return torch.ones(n, height, width, dtype=torch.bool, device=images.device), False
-    empty = ~masks.flatten(1).any(dim=1)
-    masks[empty] = True
-    return masks, True
+    return bool(border_share < BORDER_FOREGROUND_MAX and AREA_RANGE[0] <= area <= AREA_RANGE[1])
+
+
+def finalize_foreground(masks: torch.Tensor, background: bool) -> torch.Tensor:
+    """The category's masks bool [N, S, S]: all True without a background; else empty masks → all True."""
+    if not background:
+        return torch.ones_like(masks, dtype=torch.bool)
+    out = masks.clone()
+    out[~masks.flatten(1).any(dim=1)] = True
+    return out
+
+
+def estimate_foreground(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Foreground masks of one category's training images by the rule in the module docstring.
+
+    images: float [N, 3, S, S] in [0, 1] (un-normalised). Returns (bool [N, S, S], whether the
+    category was judged to have a background; False means every mask is all True). For many
+    images, call :func:`candidate_foreground` per batch, then :func:`has_background` and
+    :func:`finalize_foreground` on the concatenated masks.
+    """
+    masks = candidate_foreground(images)
+    background = has_background(masks)
+    return finalize_foreground(masks, background), background
 
 
 def _find_mask(folder: Path, image_path: str) -> Path:
