@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+import torch
+from adbench.datasets.toy import TOY_SOURCE, TOY_TARGET
 
 from adbench.data import Category, DataError, Sample
-from adbench.datasets.toy import TOY_SOURCE, TOY_TARGET
 from adbench.method import Context
 from adbench.perf import compose
 from adbench.protocols import FewShotSettings, apply_few_shot, draw_shots
@@ -16,21 +15,34 @@ from adbench.runner import _attach_few_shot, config_hash, load_categories, run
 TINY = ["method.image.resize=32", "method.image.crop=32", "progress=false", "batch_size=16"]
 
 
-@pytest.fixture(scope="session")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread in these tests: on a shared, oversubscribed CPU two OpenMP threads are ~20x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).categories()
-    return root
+
+SMALL_TOY = {"image_size": 64, "n_train": 10, "n_test_good": 4, "n_test_defect": 6}
+
+
+@pytest.fixture(scope="session")
+def small_toy(tmp_path_factory) -> list[str]:
+    """Overrides selecting a small toy tree (10 train, 4 good + 6 defective test images, 64 px)."""
+    from adbench.datasets.toy import generate_toy
+
+    root = generate_toy(tmp_path_factory.mktemp("data") / "toy", **SMALL_TOY)
+    return ["data=toy", f"data.root={root}", *(f"+data.{k}={v}" for k, v in SMALL_TOY.items())]
 
 
 def _train(n: int, category: str = "widget") -> list[Sample]:
-    return [Sample(f"/d/{category}/train/good/{i:03d}.png", 0, None, "good", category, "train") for i in range(n)]
+    folder = f"/d/{category}/train/good"
+    return [Sample(f"{folder}/{i:03d}.png", 0, None, "good", category, "train") for i in range(n)]
 
 
-def _few_shot(toy_root: Path, *extra: str) -> list[str]:
-    return ["data=toy", f"data.root={toy_root}", "protocol=few_shot", "source=toy", *extra]
+def _few_shot(toy: list[str], *extra: str) -> list[str]:
+    return [*toy, "protocol=few_shot", "source=toy", *extra]
 
 
 def test_same_seed_same_shots_other_seed_other_shots():
@@ -55,15 +67,16 @@ def test_shots_never_come_from_test_images():
         draw_shots(_train(3), 4, seed=0, category="widget")
     # a file listed both as train and test (a broken tree) cannot become a reference
     train = _train(4)
-    leaky = Category("d", "widget", "/d", train, [Sample(train[0].image_path, 0, None, "good", "widget", "test")])
+    duplicate = Sample(train[0].image_path, 0, None, "good", "widget", "test")
+    leaky = Category("d", "widget", "/d", train, [duplicate])
     with pytest.raises(DataError, match="are test images"):
         apply_few_shot(leaky, FewShotSettings("d", None, None, 4, 0))
 
 
-def test_toy_split_and_reference_pools(toy_root):
-    categories = load_categories(compose(_few_shot(toy_root, "shots=2", "shot_seed=7")))
+def test_toy_split_and_reference_pools(small_toy):
+    categories = load_categories(compose(_few_shot(small_toy, "shots=2", "shot_seed=7")))
     assert [c.name for c in categories] == list(TOY_TARGET)
-    full = {c.name: c for c in load_categories(compose(["data=toy", f"data.root={toy_root}"]))}
+    full = {c.name: c for c in load_categories(compose(small_toy))}
     for category in categories:
         train_files = {s.image_path for s in full[category.name].train}
         test_files = {s.image_path for s in category.test}
@@ -72,22 +85,23 @@ def test_toy_split_and_reference_pools(toy_root):
         assert category.test == full[category.name].test
         assert category.info["few_shot"]["source_categories"] == list(TOY_SOURCE)
     with pytest.raises(DataError, match="source group"):
-        load_categories(compose(_few_shot(toy_root, "data.category=brick")))
+        load_categories(compose(_few_shot(small_toy, "data.category=brick")))
     with pytest.raises(DataError, match="needs source"):
-        load_categories(compose(["data=toy", f"data.root={toy_root}", "protocol=few_shot"]))
+        load_categories(compose([*small_toy, "protocol=few_shot"]))
 
 
 def test_config_hash_covers_the_protocol():
-    base = compose(["protocol=few_shot", "source=toy"])
-    assert config_hash(base, "cat") != config_hash(compose(["protocol=few_shot", "source=toy", "shots=2"]), "cat")
-    assert config_hash(base, "cat") != config_hash(compose(["protocol=few_shot", "source=toy", "shot_seed=1"]), "cat")
+    few_shot = ["protocol=few_shot", "source=toy"]
+    base = compose(few_shot)
+    assert config_hash(base, "cat") != config_hash(compose([*few_shot, "shots=2"]), "cat")
+    assert config_hash(base, "cat") != config_hash(compose([*few_shot, "shot_seed=1"]), "cat")
     assert config_hash(base, "cat") != config_hash(compose([]), "cat")
     # one_class hashes ignore the few-shot keys
     assert config_hash(compose([]), "cat") == config_hash(compose(["shots=8", "source=toy"]), "cat")
 
 
-def test_source_reaches_only_methods_that_train_on_it(toy_root):
-    cfg = compose(_few_shot(toy_root, "data.category=cat"))
+def test_source_reaches_only_methods_that_train_on_it(small_toy):
+    cfg = compose(_few_shot(small_toy, "data.category=cat"))
     (category,) = load_categories(cfg)
 
     class Probe:
@@ -98,20 +112,21 @@ def test_source_reaches_only_methods_that_train_on_it(toy_root):
     _attach_few_shot(cfg, Probe(), category, ctx, record)  # type: ignore[arg-type]
     assert [c.name for c in ctx.source] == list(TOY_SOURCE)
     assert all(any(s.label == 1 and s.mask_path for s in c.test) for c in ctx.source)
-    assert record["source_test_consumed"] is True and "never an evaluation of the source" in record["protocol_note"]
+    assert record["source_test_consumed"] is True
+    assert "never an evaluation of the source" in record["protocol_note"]
     plain = Context(category=category, transform=None, device=None, seed=0)  # type: ignore[arg-type]
     record = {}
     _attach_few_shot(cfg, object(), category, plain, record)  # type: ignore[arg-type]
     assert plain.source == [] and record["source_test_consumed"] is False
 
 
-def test_patchcore_few_shot_baseline_record(toy_root, tmp_path):
-    overrides = [*_few_shot(toy_root, "data.category=gravel", "shots=2"), "method=patchcore",
+def test_patchcore_few_shot_baseline_record(small_toy, tmp_path):
+    overrides = [*_few_shot(small_toy, "data.category=gravel", "shots=2"), "method=patchcore",
                  f"results_dir={tmp_path}", *TINY]
     (record,) = run(compose(overrides))
     assert record["status"] == "ok", record.get("traceback")
     (category,) = load_categories(compose(overrides))
     assert record["protocol"] == "few_shot" and record["source"] == "toy" and record["shots"] == 2
     assert record["reference_files"] == [s.image_path for s in category.train] and record["n_train"] == 2
-    assert record["source_categories"] == list(TOY_SOURCE) and record["n_train_available"] == 40
+    assert record["source_categories"] == list(TOY_SOURCE) and record["n_train_available"] == 10
     assert 0.0 <= record["image_auroc"] <= 1.0
