@@ -379,10 +379,10 @@ class ResAD(Method):
             if (~m).any():
                 top = torch.maximum(top, logp[~m].detach().max())
             if self.flow_loss == "paper":
-                loss = -logp[~m].mean() if (~m).any() else logp.new_zeros(())
-                if (~m).any():
-                    loss = loss + self.bgspp_lambda * bgspp_loss(
-                        logp, m, normal_boundary(logp, m, self.boundary_beta), self.margin_tau)
+                if not (~m).any():  # no normal position: no likelihood term and no boundary b_n
+                    continue
+                b_n = normal_boundary(logp, m, self.boundary_beta)
+                loss = -logp[~m].mean() + self.bgspp_lambda * bgspp_loss(logp, m, b_n, self.margin_tau)
             else:
                 if (~m).any():
                     b_n = normal_boundary(logp, m, self.boundary_beta)
