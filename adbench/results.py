@@ -4,17 +4,24 @@ Every finished job writes one JSON record, ``runs/<dataset>/<category>/<method>/
 under ``results_dir``. ``leaderboard.csv`` is rebuilt from all records under a file lock after
 each write, so jobs finishing at once (joblib, SLURM arrays) never lose each other's rows, and
 an interrupted job leaves no partial record or broken CSV (every write is temp file + rename).
+
+Besides the record's own fields, each leaderboard row gets ``setup`` (a hash of the run's config
+without seed, category and dataset: runs with equal setups are seeds of one experiment) and
+``label``, the name tables show: the method, plus what tells its setups apart when one method was
+run with several (``patchcore[coreset_percentage=0.25]``, ``resad 4-shot from mvtec``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,11 +30,19 @@ METRICS = (
     "image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro", "mad",
 )
 LEADERBOARD_COLUMNS = (
-    "run_id", "status", "method", "variant", "dataset", "category", "protocol", "backbone", "weights",
-    "image_size", "eval_resolution", "seed", *METRICS, "fit_s", "infer_ms_per_img", "peak_rss_mb",
-    "peak_gpu_mb", "n_params", "extract_s", "cache_hits", "cache_misses", "config_hash", "git_sha",
-    "finished_at", "error",
+    "run_id", "status", "method", "variant", "label", "dataset", "category", "protocol", "source", "shots",
+    "backbone", "weights", "image_size", "eval_resolution", "seed", *METRICS, "fit_s", "infer_ms_per_img",
+    "peak_rss_mb", "peak_gpu_mb", "n_params", "device", "extract_s", "cache_hits", "cache_misses",
+    "config_hash", "setup", "git_sha", "finished_at", "error",
 )
+# Config keys that never make two runs different experiments: where results go, how the job runs,
+# the seeds (seeds of one setup are averaged in tables) and sweep presets' helper values (``sweep``).
+# Everything else is part of the setup.
+RUN_ONLY_KEYS = (
+    "seed", "shot_seed", "results_dir", "force", "save_model", "device", "batch_size", "num_workers",
+    "threads", "progress", "cache", "hydra", "source_root", "sweep",
+)
+RUN_ONLY_DATA_KEYS = ("name", "root", "download", "category", "verify")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -63,7 +78,9 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def record_path(results_dir: str | os.PathLike, dataset: str, category: str, method: str, config_hash: str) -> Path:
+def record_path(
+    results_dir: str | os.PathLike, dataset: str, category: str, method: str, config_hash: str
+) -> Path:
     return Path(results_dir) / "runs" / dataset / category / method / f"{config_hash}.json"
 
 
@@ -84,7 +101,9 @@ def iter_records(results_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 def write_record(results_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Write one run record atomically and rebuild the leaderboard; returns the record's path."""
-    path = record_path(results_dir, record["dataset"], record["category"], record["method"], record["config_hash"])
+    path = record_path(
+        results_dir, record["dataset"], record["category"], record["method"], record["config_hash"]
+    )
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=_json_default))
     rebuild_leaderboard(results_dir)
     return path
@@ -102,10 +121,108 @@ def rebuild_leaderboard(results_dir: str | os.PathLike) -> pd.DataFrame:
     """Regenerate ``leaderboard.csv`` (one row per run record) under a lock; returns it."""
     results_dir = Path(results_dir)
     with file_lock(results_dir / ".leaderboard.lock"):
-        rows = [{col: record.get(col) for col in LEADERBOARD_COLUMNS} for record in iter_records(results_dir)]
+        records = list(iter_records(results_dir))
+        labels = setup_labels(records)
+        rows = []
+        for record in records:
+            row = {col: record.get(col) for col in LEADERBOARD_COLUMNS}
+            row["setup"] = setup_hash(record)
+            row["label"] = labels[row["setup"]]
+            rows.append(row)
         frame = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
         atomic_write_text(results_dir / "leaderboard.csv", frame.to_csv(index=False))
     return frame
+
+
+def setup_config(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a record's config that defines its experiment: no seed, category, dataset name,
+    paths or run settings (:data:`RUN_ONLY_KEYS`). Records without a config fall back to their
+    method, variant, protocol and backbone fields."""
+    config = record.get("config")
+    if not isinstance(config, dict):
+        return {k: record.get(k) for k in ("method", "variant", "protocol", "backbone", "source", "shots")}
+    kept = {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
+    if isinstance(kept.get("data"), dict):
+        kept["data"] = {k: v for k, v in kept["data"].items() if k not in RUN_ONLY_DATA_KEYS}
+    if kept.get("protocol", "one_class") != "few_shot":
+        for key in ("source", "source_categories", "shots"):
+            kept.pop(key, None)
+    return kept
+
+
+def setup_hash(record: dict[str, Any]) -> str:
+    """12 hex digits identifying a record's setup (:func:`setup_config`)."""
+    text = json.dumps(setup_config(record), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def setup_configs(results_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Setup hash → the setup's config flattened to dotted keys (values as strings), from the records."""
+    configs: dict[str, dict[str, str]] = {}
+    for record in iter_records(results_dir):
+        key = setup_hash(record)
+        if key not in configs:
+            configs[key] = flatten_config(record.get("config") or {})
+    return configs
+
+
+def flatten_config(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dicts → ``{"method.params.k": "1", ...}``; lists as JSON, other leaves as ``str``."""
+    if isinstance(obj, dict):
+        flat: dict[str, str] = {}
+        for key, value in obj.items():
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: json.dumps(obj, default=str) if isinstance(obj, (list, tuple)) else str(obj)}
+
+
+def setup_labels(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Setup hash → table label. A method run with one setup is labelled by its name; a method run
+    with several by ``name[variant]`` when the variants tell them apart, else by the config values
+    that differ between its setups (``patchcore[crop=64]``, the key's last part, or the whole dotted
+    key where last parts clash). Few-shot setups end in `` K-shot from <source>``."""
+    setups: dict[str, dict[str, Any]] = {}
+    for record in records:
+        setups.setdefault(setup_hash(record), record)
+    by_method: dict[str, list[str]] = {}
+    for key, record in setups.items():
+        by_method.setdefault(str(record.get("method")), []).append(key)
+    labels: dict[str, str] = {}
+    for method, keys in by_method.items():
+        flat = {k: flatten_config(setup_config(setups[k])) for k in keys}
+        for drop in ("protocol", "source", "shots", "source_categories"):
+            for values in flat.values():
+                values.pop(drop, None)
+        variants = {k: str(setups[k].get("variant")) for k in keys}
+        if len(keys) == 1:
+            distinct: dict[str, list[str]] = {}
+        elif len(set(variants.values())) == len(keys):
+            distinct = {k: [variants[k]] for k in keys}
+        else:
+            names = sorted({n for values in flat.values() for n in values})
+            differing = [n for n in names if len({values.get(n) for values in flat.values()}) > 1]
+            short = {n: _short_key(n) for n in differing}
+            if len(set(short.values())) < len(short):
+                short = {n: n for n in differing}
+            distinct = {k: [f"{short[n]}={flat[k].get(n, '-')}" for n in differing] for k in keys}
+        for key in keys:
+            text = f"{method}[{', '.join(distinct[key])}]" if distinct.get(key) else method
+            labels[key] = text + _few_shot_suffix(setups[key])
+    return labels
+
+
+def _short_key(dotted: str) -> str:
+    """``method.params.k`` → ``k``; ``backbone.name`` → ``backbone``."""
+    parts = dotted.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
+def _few_shot_suffix(record: dict[str, Any]) -> str:
+    config = record.get("config") or {}
+    if record.get("protocol", config.get("protocol")) != "few_shot":
+        return ""
+    shots, source = record.get("shots", config.get("shots")), record.get("source", config.get("source"))
+    return f" {shots}-shot from {source}"
 
 
 def load_leaderboard(path: str | os.PathLike) -> pd.DataFrame:

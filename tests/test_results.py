@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from adbench import results
-from adbench.leaderboard import pivot, render
+from adbench.leaderboard import accuracy_tables, pivot
 
 
 def _record(i: int, method: str = "patchcore", value: float = 0.9) -> dict:
@@ -58,7 +58,8 @@ def test_pivot_means_and_best_marked(tmp_path):
     table = pivot(frame, "image_auroc")
     assert table.loc["a", ("toy", "mean")] == pytest.approx(0.8)
     assert table.loc["b", ("toy", "mean")] == pytest.approx(0.875)
-    text = render(table, "image_auroc", "markdown")
+    (rendered,) = accuracy_tables(frame, "image_auroc")
+    text = rendered.markdown()
     assert "**87.5**" in text and "**90.0**" in text and "| a |" in text
 
 
