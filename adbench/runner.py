@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from adbench import __version__, protocols
 from adbench.backbones import build_backbone
-from adbench.data import Category, ImageTransform, iterate_batches, stable_hash
+from adbench.data import Category, ImageTransform, Sample, iterate_batches, stable_hash
 from adbench.datasets import build as build_dataset
 from adbench.features import FeatureExtractor
 from adbench.method import Context, Method
@@ -155,16 +155,18 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
     )
 
 
-def predict_category(method: Method, ctx: Context) -> dict[str, Any]:
-    """Run the fitted method over the test set once; maps at the evaluation resolution."""
+def predict_category(method: Method, ctx: Context, samples: list[Sample] | None = None) -> dict[str, Any]:
+    """Run the fitted method once over ``samples`` (default: the test set); maps at the evaluation
+    resolution."""
+    samples = ctx.category.test if samples is None else samples
     scores, maps, masks, labels, paths, defects = [], [], [], [], [], []
     infer_s = 0.0
     batches = iterate_batches(
-        ctx.category.test, ctx.transform, batch_size=ctx.batch_size, binarize=ctx.category.mask_binarize,
+        samples, ctx.transform, batch_size=ctx.batch_size, binarize=ctx.category.mask_binarize,
         num_workers=ctx.num_workers,
     )
     for batch in tqdm(batches, desc=f"{method.name}: predict", disable=not ctx.progress, leave=False,
-                      total=-(-len(ctx.category.test) // ctx.batch_size)):
+                      total=-(-len(samples) // ctx.batch_size)):
         start = time.perf_counter()
         pred = method.predict(batch, ctx)
         if ctx.device.type == "cuda":
@@ -221,6 +223,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         "eval_resolution": int(cfg.method.image.crop),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    log.info("run %s (pid %d)", record["run_id"], os.getpid())
     try:
         method = build_method(cfg).to(device)
         ctx = build_context(cfg, method, category, device)
@@ -249,7 +252,8 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         ))
         save_predictions(path.with_suffix(".npz"), out)
         if cfg.get("save_model"):
-            atomic_write_bytes(path.with_suffix(".model.pt"), _model_bytes(method, cfg))
+            train_out = predict_category(method, ctx, ctx.category.train)
+            atomic_write_bytes(path.with_suffix(".model.pt"), _model_bytes(method, cfg, train_out, record))
         record["status"] = "ok"
     except Exception as err:  # noqa: BLE001 - a failed job is recorded, the others go on
         record["status"] = "failed"
@@ -273,11 +277,22 @@ def _attach_few_shot(cfg: DictConfig, method: Method, category: Category, ctx: C
     record.update(protocols.record_fields(category, settings, sources or ["all"], uses_source))
 
 
-def _model_bytes(method: Method, cfg: DictConfig) -> bytes:
+def _model_bytes(method: Method, cfg: DictConfig, train_out: dict[str, Any], record: dict[str, Any]) -> bytes:
+    """The fitted model file: weights, the config that built it, the run's id and backbone weights tag,
+    and the scores of the training images under the final model, from which ``adbench.predict`` takes
+    its threshold (never from test data)."""
     import io
 
+    maps = train_out["anomaly_maps"].reshape(len(train_out["paths"]), -1)
+    scores = {"paths": train_out["paths"], "image_scores": train_out["image_scores"].tolist(),
+              "map_max": maps.max(axis=1).tolist(), "map_median": np.median(maps, axis=1).tolist()}
+    model = {
+        "state_dict": method.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True),
+        "train_scores": scores,
+        "run_id": record["run_id"], "weights": record.get("weights"), "adbench_version": __version__,
+    }
     buffer = io.BytesIO()
-    torch.save({"state_dict": method.state_dict(), "config": OmegaConf.to_container(cfg, resolve=True)}, buffer)
+    torch.save(model, buffer)
     return buffer.getvalue()
 
 

@@ -1,0 +1,113 @@
+"""Saved models: ``save_model=true`` then ``python -m adbench.predict`` reproduces the run's scores,
+with a threshold computed from training images only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from adbench import predict
+from adbench.perf import compose
+from adbench.runner import run
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    from adbench.datasets import build
+
+    root = tmp_path_factory.mktemp("data") / "toy"
+    build("toy", root).categories()
+    return root
+
+
+@pytest.fixture(scope="module")
+def saved(toy_root, tmp_path_factory) -> dict:
+    """A PatchCore run at 32 px on toy/brick with save_model=true: its record and file paths."""
+    results_dir = tmp_path_factory.mktemp("results")
+    threads = torch.get_num_threads()
+    try:
+        (record,) = run(compose([
+            "method=patchcore", f"data.root={toy_root}", "data.category=brick", f"results_dir={results_dir}",
+            "method.image.resize=32", "method.image.crop=32", "progress=false", "threads=1",
+            "save_model=true", "cache.enabled=false",
+        ]))
+    finally:
+        torch.set_num_threads(threads)
+    assert record["status"] == "ok", record.get("traceback")
+    stem = results_dir / "runs" / "toy" / "brick" / "patchcore" / record["config_hash"]
+    return {"record": record, "model": stem.with_suffix(".model.pt"), "npz": stem.with_suffix(".npz")}
+
+
+def test_predict_round_trips_the_saved_model(saved, toy_root, tmp_path):
+    table = predict.run(saved["model"], toy_root / "brick" / "test", tmp_path / "out", heatmaps=False)
+    with np.load(saved["npz"]) as data:
+        expected = dict(zip(data["paths"].tolist(), data["image_scores"].tolist()))
+    assert len(table) == len(expected) == 30
+    ours = table.set_index("path")["image_score"]
+    np.testing.assert_allclose([ours[p] for p in expected], list(expected.values()), rtol=1e-6)
+    written = pd.read_csv(tmp_path / "out" / "scores.csv")
+    np.testing.assert_allclose(written["image_score"], table["image_score"], rtol=1e-7)
+    assert list(written.columns) == ["path", "image_score", "threshold", "anomalous", "map_max",
+                                     "pixel_threshold", "area_above"]
+    good = written["path"].str.contains("/good/")
+    assert written.loc[~good, "anomalous"].mean() > written.loc[good, "anomalous"].mean()
+
+
+def test_threshold_comes_from_training_images_only(saved, toy_root):
+    model = predict.load_model(saved["model"])
+    bundle = torch.load(saved["model"], weights_only=True)
+    train_paths = bundle["train_scores"]["paths"]
+    train_images = (toy_root / "brick" / "train" / "good").glob("*.png")
+    assert sorted(train_paths) == sorted(str(p) for p in train_images)
+    assert not any("/test/" in p for p in train_paths)
+    # the stored training scores are what the saved model gives the training images ...
+    again = predict.predict_images(model, [Path(p) for p in train_paths])
+    np.testing.assert_allclose(again["image_scores"], model.train_image_scores, rtol=1e-6)
+    np.testing.assert_allclose(again["anomaly_maps"].reshape(len(train_paths), -1).max(axis=1),
+                               model.train_map_max, rtol=1e-6)
+    # ... and the thresholds are their maximum (default) or a quantile of them
+    image, pixel = model.thresholds()
+    assert image == pytest.approx(max(model.train_image_scores))
+    assert pixel == pytest.approx(max(model.train_map_max))
+    assert model.thresholds(0.5)[0] == pytest.approx(np.median(model.train_image_scores))
+    assert model.thresholds(threshold=3.0)[0] == 3.0
+    with pytest.raises(ValueError, match="quantile"):
+        model.thresholds(1.5)
+
+
+def test_cli(saved, toy_root, tmp_path):
+    one = next((toy_root / "brick" / "test" / "good").glob("*.png"))
+    out = tmp_path / "cli"
+    assert predict.main([f"model={saved['model']}", f"images={one}", f"out={out}", "quantile=0.9"]) == 0
+    table = pd.read_csv(out / "scores.csv")
+    (png,) = (out / "heatmaps").glob("*.png")
+    assert len(table) == 1 and png.name == f"0000_good_{one.stem}.png"
+    with Image.open(png) as img:
+        assert img.format == "PNG" and img.size[0] > 300
+    with pytest.raises(SystemExit, match="missing images"):
+        predict.main([f"model={saved['model']}"])
+    with pytest.raises(SystemExit, match="unexpected argument"):
+        predict.main(["--model", "x"])
+    with pytest.raises(FileNotFoundError, match="save_model=true"):
+        predict.load_model(tmp_path / "missing.model.pt")
+
+
+def test_load_fitted_state_gives_buffers_their_fitted_shape():
+    class Bank(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("bank", torch.empty(0, 4))
+            self.head = torch.nn.Linear(4, 1)
+
+    fitted = Bank()
+    fitted.bank = torch.arange(12.0).reshape(3, 4)
+    fresh = Bank()
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        fresh.load_state_dict(fitted.state_dict())
+    predict.load_fitted_state(fresh, fitted.state_dict())
+    assert torch.equal(fresh.bank, fitted.bank) and torch.equal(fresh.head.weight, fitted.head.weight)
