@@ -6,8 +6,10 @@ CATEGORY ?=
 ARGS ?=
 RESULTS ?= results
 EXP ?= toy
+LAUNCHER ?=
 FORMAT ?= markdown
 METRIC ?= image_auroc,pixel_auroc,pixel_aupro
+TABLE ?= accuracy,efficiency,deltas
 
 .PHONY: install test lint bench leaderboard perf sweep report clean
 
@@ -25,11 +27,24 @@ bench:
 		$(if $(CATEGORY),data.category=$(CATEGORY)) $(ARGS)
 	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --metric $(METRIC) --format $(FORMAT)
 
+# tables printed, and written to $(RESULTS)/tables/{accuracy,efficiency,deltas}.{md,tex,csv}
 leaderboard:
-	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --metric $(METRIC) --format $(FORMAT)
+	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --table $(TABLE) --metric $(METRIC) \
+		--format $(FORMAT) --out $(RESULTS)/tables
+
+# a sweep preset (conf/experiment/$(EXP).yaml); LAUNCHER=joblib|submitit_local|submitit_slurm; re-running
+# skips finished runs
+sweep:
+	$(PYTHON) -m adbench +experiment=$(EXP) results_dir=$(RESULTS) \
+		$(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
+	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --metric $(METRIC) --out $(RESULTS)/tables
+
+# $(RESULTS)/report/README.md with tables and figures
+report:
+	$(PYTHON) -m adbench.report --results $(RESULTS)
 
 perf:
 	$(PYTHON) -m adbench.perf
 
 clean:
-	rm -rf $(RESULTS)/runs $(RESULTS)/leaderboard.csv $(RESULTS)/hydra
+	rm -rf $(RESULTS)/runs $(RESULTS)/leaderboard.csv $(RESULTS)/hydra $(RESULTS)/tables $(RESULTS)/report
