@@ -45,12 +45,17 @@ RUN_ONLY_KEYS = (
 RUN_ONLY_DATA_KEYS = ("name", "root", "download", "category", "verify")
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from a shared group
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -66,3 +66,13 @@ def test_pivot_means_and_best_marked(tmp_path):
 def test_missing_leaderboard_names_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         results.load_leaderboard(tmp_path)
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
+    """Records on a shared results folder stay readable by the group (mkstemp alone gives 0600)."""
+    import os
+    import stat
+
+    results.atomic_write_text(tmp_path / "r.json", "{}")
+    mode = stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode)
+    assert mode == 0o666 & ~results._UMASK
