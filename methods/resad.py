@@ -287,12 +287,13 @@ class ResAD(Method):
     def _references(self, ctx: Context, batch: Batch, classes: list[str], by_name: dict[str, Category],
                     rng: np.random.Generator) -> dict[str, dict[str, torch.Tensor]]:
         """Per class in the batch: ``train_references`` normal train images of that class (not in the
-        batch; drawn without replacement when enough remain) → level → pool [R·h·w, C]."""
+        batch unless all are; without replacement when enough remain) → level → pool [R·h·w, C]."""
         in_batch = set(batch.paths)
         chosen: list[Sample] = []
         present = sorted(set(classes))
         for name in present:
-            candidates = [s for s in by_name[name].train if s.image_path not in in_batch]
+            train = by_name[name].train
+            candidates = [s for s in train if s.image_path not in in_batch] or train  # all in the batch
             replace = len(candidates) < self.train_references
             idx = rng.choice(len(candidates), size=self.train_references, replace=replace)
             chosen += [candidates[i] for i in idx]

@@ -205,3 +205,34 @@ def test_predict_before_fit_fails():
 def test_unknown_choice_is_rejected():
     with pytest.raises(ValueError, match="matching"):
         ResAD(matching="manhattan")
+
+
+def test_training_references_are_normal_train_images_outside_the_batch(small_toy):
+    """Source references come from each class's train/good images, never from its test images."""
+    import numpy as np
+
+    from adbench.data import ImageTransform, iterate_batches
+    from adbench.protocols import FewShotSettings, load_source
+
+    cfg = compose([*small_toy, "protocol=few_shot", "source=toy"])
+    source = load_source(cfg, FewShotSettings.from_config(cfg), ["brick", "coins"])
+    seen: list[list[str]] = []
+
+    class Features:
+        def __call__(self, batch):
+            seen.append(list(batch.paths))
+            return {"layer1": torch.zeros(len(batch.paths), 2, 3, 3)}
+
+    transform = ImageTransform(resize=16, crop=16)
+    ctx = Context(category=source[0], transform=transform, device=torch.device("cpu"), seed=0,
+                  features=Features(), source=source)  # type: ignore[arg-type]
+    samples = source[0].train[:3] + source[0].test[-3:] + source[1].test[:4]
+    batch = next(iterate_batches(samples, transform, batch_size=len(samples)))
+    classes = [s.category for s in samples]
+    pools = ResAD(train_references=4)._references(ctx, batch, classes, {c.name: c for c in source},
+                                                  np.random.default_rng(0))
+    assert set(pools) == {"brick", "coins"} and pools["brick"]["layer1"].shape == (4 * 9, 2)
+    (chosen,) = seen
+    for name, refs in (("brick", chosen[:4]), ("coins", chosen[4:])):
+        train = {s.image_path for c in source if c.name == name for s in c.train}
+        assert set(refs) <= train and not set(refs) & set(batch.paths) and len(set(refs)) == 4
