@@ -8,26 +8,33 @@ This reproduces ``ApproximateGreedyCoresetSampler`` of amazon-science/patchcore-
 3. ``int(N * percentage)`` times: select the point with the largest anchor, then set every anchor to
    ``min(anchor, distance to the selected point)``.
 
-The naive loop costs one pass over all N points per selection. Two exact accelerations are stacked
-here; neither changes which point is selected at any step (up to floating-point ties):
+The naive loop makes one memory-bound pass over all N points per selection. Here, anchors are kept
+squared (min and argmax are unchanged) and two exact accelerations are stacked; neither changes
+which point is selected at any step, up to floating-point ties:
 
-* **Exact lookahead.** Let ``S`` be the M points with the largest anchors and ``tau`` the largest
-  anchor outside ``S``. Anchors only shrink, so while the greedy rule, run on ``S`` alone, keeps
-  finding a maximum ``> tau``, that point is also the global argmax. The next K selections are thus
-  found with [M, 128] work each, and all N anchors are then updated against the K new centres with
-  one matrix product instead of K matrix-vector products (memory-bound -> compute-bound).
-* **Triangle-inequality pruning.** Points are grouped into compact blocks (centre g, radius r).
-  A centre c can only lower an anchor in a block if ``||c - g|| - r < sqrt(max anchor of block)``;
-  other (block, centre) pairs are skipped. The test adds a worst-case float32 rounding margin, so a
-  pair is skipped only if even the naive float32 computation could not lower any anchor.
+* **Exact lookahead.** Let P be the M points with the largest anchors and ``tau`` the largest anchor
+  outside P. Anchors only shrink, so while the greedy rule run on P alone (with P's [M, M] distance
+  matrix) finds a maximum ``> tau``, that point is also the global argmax. So the next K selections
+  cost no pass over N; then all anchors are lowered against the K new centres by matrix products.
+* **Triangle-inequality pruning.** The points are stored as the equal-sized leaves (blocks, centre
+  g) of a balanced PCA tree. A centre c can lower the anchor A of a point x only if
+  ``||c - g|| < ||x - g|| + sqrt(A)``; (block, centre) pairs where a lower bound of ``||c - g||``
+  reaches the block's maximum of the right-hand side are skipped. Worst-case float32 rounding
+  margins are added to both sides, so a pair is skipped only if no float32 evaluation of any of its
+  distances could lower an anchor. The remaining pairs are covered by tree nodes (contiguous rows x
+  the union of their blocks' centres), picked by a small dynamic program that trades wasted
+  distances against the number of matrix products.
 
-Everything runs on the device of the input (CPU or CUDA) in float32; memory is O(N * 128): no
-[N, N] or [N, n] matrix is formed, temporary distance tiles hold at most ``_TILE_ELEMS`` values.
+Everything runs on the device of the input (CPU or CUDA) in float32, on CPU with one torch thread
+(see ``_single_cpu_thread``). Memory is O(N * 128): no [N, N] or [N, n] matrix is formed;
+temporary distance tiles hold at most ``_TILE_ELEMS`` values and the pool matrix M * M.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +42,14 @@ import torch
 from tqdm import tqdm
 
 # Size M of the lookahead candidate pool (points with the largest anchors).
-_N_CANDIDATES = 2048
+_N_CANDIDATES = 1024
 # Target number of points per pruning block (the leaves of a balanced tree).
-_BLOCK_SIZE = 256
+_BLOCK_SIZE = 64
 # Power iterations per split of the balanced PCA tree, and rows per node used to estimate the direction.
 _POWER_ITERS = 4
 _SPLIT_SAMPLE = 64
+# The tree is built on this many leading principal components of the points.
+_SKETCH = 32
 # Fixed cost of one tile product, in (point, centre) distance computations; trades waste for calls.
 _CALL_COST = 16384
 # Largest number of elements of a temporary [rows, centres] distance tile.
@@ -104,7 +113,8 @@ def greedy_coreset(
 
     features: float [N, D] on CPU or CUDA. Returns int64 [int(N * percentage)] on the features'
     device, in selection order; ``percentage == 1`` returns ``arange(N)``. Raises ValueError if
-    percentage is not in (0, 1]. See the module docstring for the algorithm.
+    percentage is not in (0, 1]. On CPU, everything after the projection runs with
+    ``torch.set_num_threads(1)`` (restored on return). See the module docstring for the algorithm.
     """
     return greedy_coreset_with_stats(features, percentage, seed, projection_dim, n_starts, progress)[0]
 
@@ -135,22 +145,41 @@ def greedy_coreset_with_stats(
     x = project(features, seed, projection_dim)
     rng = np.random.default_rng(seed)
     starts = rng.choice(n_points, min(n_starts, n_points), replace=False)
-    # Distances are translation invariant; centring reduces the expansion's cancellation error.
-    x = x - x.mean(0) if x.data_ptr() == features.data_ptr() else x.sub_(x.mean(0))
-    anchor = _mean_distance(x, torch.as_tensor(starts, device=x.device)).square_()
-    sampler = _BlockedSampler(x, anchor, rng, stats)
-    del x, anchor
-    with tqdm(total=n_select, desc="Coreset", disable=not progress) as bar:
-        picked: list[torch.Tensor] = []
-        remaining = n_select
-        while remaining:
-            chosen = sampler.lookahead(remaining)
-            picked.append(chosen)
-            remaining -= len(chosen)
-            bar.update(len(chosen))
-            if remaining:
-                sampler.update(chosen)
+    with _single_cpu_thread(x.device):
+        # Distances are translation invariant; centring reduces the expansion's cancellation error.
+        x = x - x.mean(0) if x.data_ptr() == features.data_ptr() else x.sub_(x.mean(0))
+        anchor = _mean_distance(x, torch.as_tensor(starts, device=x.device)).square_()
+        sampler = _BlockedSampler(x, anchor, rng, stats)
+        del x, anchor
+        with tqdm(total=n_select, desc="Coreset", disable=not progress) as bar:
+            picked: list[torch.Tensor] = []
+            remaining = n_select
+            while remaining:
+                chosen = sampler.lookahead(remaining)
+                picked.append(chosen)
+                remaining -= len(chosen)
+                bar.update(len(chosen))
+                if remaining:
+                    sampler.update(chosen)
     return sampler.index[torch.cat(picked)], stats
+
+
+@contextmanager
+def _single_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run torch's CPU ops on one intra-op thread inside the block (no-op on other devices).
+
+    The selection is thousands of small ops; on shared cores every multi-threaded op waits for a
+    descheduled sibling thread, which made it 10x slower with 2 threads than with 1 (100k x 128, 10%).
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _mean_distance(x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -164,12 +193,12 @@ def _mean_distance(x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _tree_order(x: torch.Tensor, depth: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Balanced PCA tree: a permutation [M] of the rows of x [M, d] and the permuted rows [M, d].
+def _tree_order(x: torch.Tensor, depth: int, rng: np.random.Generator) -> torch.Tensor:
+    """Balanced PCA tree over the rows of x [M, r] (M divisible by 2**depth) -> permutation [M].
 
-    M must be divisible by 2**depth; x is used as scratch space. Each of the ``depth`` levels splits
-    every node at the median of its rows' projections on the node's approximate principal direction,
-    so the 2**depth leaves (runs of M / 2**depth rows) are compact, and sibling subtrees are adjacent.
+    x is used as scratch space. Each of the ``depth`` levels splits every node at the median of its
+    rows' projections on the node's approximate principal direction, so the 2**depth leaves (runs of
+    M / 2**depth rows of the permutation) are compact, and sibling subtrees are adjacent.
     """
     order = torch.arange(len(x), device=x.device)
     spare = torch.empty_like(x)
@@ -191,7 +220,7 @@ def _tree_order(x: torch.Tensor, depth: int, rng: np.random.Generator) -> tuple[
         order = order[split]
         torch.index_select(x, 0, split, out=spare)
         x, spare = spare, x
-    return order, x
+    return order
 
 
 class _BlockedSampler:
@@ -210,18 +239,29 @@ class _BlockedSampler:
         self.size = -(-self.n_points // n_blocks)
         source = torch.arange(n_blocks * self.size, device=x.device)
         source[self.n_points :] -= self.n_points  # padding slots copy the first points
-        order, self.x = _tree_order(x.index_select(0, source), self.depth, rng)
+        # Splitting on the leading principal components is cheaper and prunes as well as all 128.
+        if _SKETCH < dim:
+            basis = torch.linalg.eigh((x.T @ x).double()).eigenvectors[:, -_SKETCH:].to(x.dtype)
+            sketch = x @ basis
+        else:
+            sketch = x
+        order = _tree_order(sketch.index_select(0, source), self.depth, rng)
         self.index = source[order]
-        self.sq = self.x.square().sum(1)
+        # [x, 1] rows: one matmul with [-2 c, ||c||^2] rows gives ||c||^2 - 2 x.c without a bias pass.
+        self.x_one = torch.ones(len(source), dim + 1, device=x.device)
+        self.x = torch.index_select(x, 0, self.index, out=self.x_one[:, :dim])
+        self.sq = torch.linalg.vector_norm(self.x, dim=1).square_()
         self.anchor = anchor[self.index].masked_fill_(order >= self.n_points, -float("inf"))
         blocks = self.x.view(n_blocks, self.size, dim)
         self.centres = blocks.mean(1)
-        self.sq_centres = self.centres.square().sum(1)
+        self.sq_centres = torch.linalg.vector_norm(self.centres, dim=1).square_()
         # Worst-case relative rounding of a float32 d-term dot product / squared-distance expansion.
         self.gamma = 4.0 * dim * float(torch.finfo(torch.float32).eps)
-        radius = torch.cdist(blocks, self.centres[:, None], compute_mode="donot_use_mm_for_euclid_dist")
-        self.radius = radius.view(n_blocks, self.size).amax(1) * (1.0 + self.gamma)
-        self.max_sq = float(self.sq.max())
+        # Upper bound on every point's distance to its block centre [B * S].
+        to_centre = torch.cdist(blocks, self.centres[:, None], compute_mode="donot_use_mm_for_euclid_dist")
+        self.to_centre = to_centre.view(-1) * (1.0 + self.gamma)
+        # Bounds the rounding error of any float32 squared distance between two points.
+        self.slack = 2.0 * self.gamma * float(self.sq.max())
         self.tile = torch.empty(_TILE_ELEMS, device=x.device)
         self.pool_dist = torch.empty(min(_N_CANDIDATES, self.n_points) ** 2, device=x.device)
         self.stats = stats
@@ -260,56 +300,61 @@ class _BlockedSampler:
         """
         centres, sq_c = self.x[chosen], self.sq[chosen]
         n_blocks = len(self.centres)
-        # Lower bound on ||c - g|| - r: subtract the worst-case rounding of the expansion [B, K].
+        # The naive float32 loop can lower the anchor A of x only if ||x - c||^2 < A + slack, which by
+        # the triangle inequality requires ||c - g|| < ||x - g|| + sqrt(A + slack): a block is skipped
+        # for c if a lower bound of ||c - g|| reaches the max of the right-hand side over its points.
+        reach = self.anchor.clamp(min=0).add_(self.slack).sqrt_().add_(self.to_centre)
+        reach = reach.view(n_blocks, self.size).amax(1)
+        # Lower bound on ||c - g|| [B, K]: subtract the worst-case rounding of the expansion.
         lower = torch.addmm(sq_c, self.centres, centres.T, alpha=-2).add_(self.sq_centres[:, None])
         lower.sub_((self.sq_centres[:, None] + sq_c) * self.gamma).clamp_(min=0).sqrt_()
-        lower.sub_(self.radius[:, None]).clamp_(min=0).square_()
-        # A pair is needed if the naive float32 distance of some point could fall below its anchor.
-        block_max = self.anchor.view(n_blocks, self.size).amax(1)
-        need = lower < block_max[:, None] + (self.max_sq + sq_c) * self.gamma
+        need = lower < reach[:, None]
         self.stats.rounds += 1
         self.stats.pairs += need.numel()
         self.stats.pairs_needed += int(need.sum())
         self.stats.distances_naive += self.n_points * len(chosen)
-        for level, node, union in self._cover(need):
+        centres_one = torch.cat([centres * -2, sq_c[:, None]], 1)
+        for level, node, cols in self._cover(need):
             rows = self.size << level
-            cols = union.nonzero().squeeze(1)
-            self._min_update(node * rows, (node + 1) * rows, centres[cols], sq_c[cols])
+            self._min_update(node * rows, (node + 1) * rows, centres_one.index_select(0, cols))
 
     def _cover(self, need: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
-        """Cheapest set of tree nodes covering need [B, K] -> (level, node, needed-centre mask [K]).
+        """Cheapest set of tree nodes covering need [B, K] -> (level, node, needed centres [k]).
 
         A node at ``level`` spans 2**level blocks; its cost is rows * |union of needed centres| plus
         ``_CALL_COST``. Bottom-up dynamic programming picks, per subtree, the node or its children.
         """
-        unions = [need]
+        unions = [need.to(torch.float32)]  # 0/1; float reductions are the fastest
         for _ in range(self.depth):
-            unions.append(unions[-1].view(-1, 2, need.shape[1]).any(1))
-        counts = [u.sum(1) for u in unions]
+            unions.append(unions[-1].view(-1, 2, need.shape[1]).amax(1))
+        counts = [u.sum(1).long() for u in unions]
         own = [torch.where(c > 0, c * (self.size << j) + _CALL_COST, 0) for j, c in enumerate(counts)]
         best, take = own[0], [torch.ones_like(counts[0], dtype=torch.bool)]
         for j in range(1, self.depth + 1):
             children = best.view(-1, 2).sum(1)
             take.append(own[j] <= children)
             best = torch.minimum(own[j], children)
-        out = []
+        out: list[tuple[int, int, torch.Tensor]] = []
         covered = torch.zeros(1, dtype=torch.bool, device=need.device)
         for j in range(self.depth, -1, -1):
             if j < self.depth:
                 covered = covered.repeat_interleave(2)
-            selected = take[j] & ~covered & (counts[j] > 0)
+            selected = (take[j] & ~covered & (counts[j] > 0)).nonzero().squeeze(1)
             covered |= take[j]
-            out += [(j, node, unions[j][node]) for node in selected.nonzero().squeeze(1).tolist()]
+            cols = unions[j][selected].nonzero()[:, 1].split(counts[j][selected].tolist())
+            out += zip([j] * len(selected), selected.tolist(), cols)
         return out
 
-    def _min_update(self, lo: int, hi: int, centres: torch.Tensor, sq_c: torch.Tensor) -> None:
-        """Lower the anchors of positions lo..hi by their squared distances to centres [k, d] (tiled)."""
-        k = len(centres)
+    def _min_update(self, lo: int, hi: int, centres_one: torch.Tensor) -> None:
+        """Lower the anchors of positions lo..hi by their squared distances to k centres (tiled).
+
+        centres_one: [k, d + 1] rows ``[-2 c, ||c||^2]``.
+        """
+        k = len(centres_one)
         step = max(1, _TILE_ELEMS // k)
         self.stats.distances += (hi - lo) * k
         for a in range(lo, hi, step):
             b = min(hi, a + step)
-            dist = self.tile[: (b - a) * k].view(b - a, k)
-            dist = torch.addmm(sq_c, self.x[a:b], centres.T, alpha=-2, out=dist).amin(1)
-            dist = dist.add_(self.sq[a:b]).clamp_(min=0)
+            dist = torch.mm(self.x_one[a:b], centres_one.T, out=self.tile[: (b - a) * k].view(b - a, k))
+            dist = dist.amin(1).add_(self.sq[a:b]).clamp_(min=0)
             torch.minimum(self.anchor[a:b], dist, out=self.anchor[a:b])

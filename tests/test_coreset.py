@@ -150,6 +150,12 @@ def test_seed_determinism(small_blocks: None) -> None:
     assert len(set(first.tolist())) == len(first)
 
 
+def test_restores_thread_count() -> None:
+    threads = torch.get_num_threads()
+    greedy_coreset(torch.randn(300, 128), 0.1)
+    assert torch.get_num_threads() == threads
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(small_blocks: None) -> None:
     feats = torch.randn(3000, 256)
