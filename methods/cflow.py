@@ -24,6 +24,7 @@ feature cache and no meta-epoch re-runs the backbone.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -110,6 +111,7 @@ class CFlow(Method):
         self.register_buffer("layer_log_prob_max", torch.empty(0))
         self.register_buffer("score_max", torch.empty(0))
         self.timings: dict[str, float] = {}
+        self.loss_history: list[float] = []  # mean training loss per sub-epoch (all layers' fibre batches)
 
     def build(self, channels: list[int], seed: int) -> None:
         """One flow per layer; the permutations come from numpy's global RNG (FrEIA), seeded here."""
@@ -157,8 +159,11 @@ class CFlow(Method):
             fill = -torch.tensor(mean) / torch.tensor(std)  # black after normalisation
         total = self.meta_epochs * self.sub_epochs
         bar = tqdm(total=total, desc="cflow: train", disable=not ctx.progress, leave=False)
+        start = time.perf_counter()
+        self.loss_history = []
         for meta_epoch in range(self.meta_epochs):
             for sub_epoch in range(self.sub_epochs):
+                losses: list[torch.Tensor] = []
                 order = torch.randperm(n_images, generator=generator)
                 for i in range(per_sub_epoch):
                     progress = (i + sub_epoch * per_sub_epoch) / (per_sub_epoch * self.sub_epochs)
@@ -173,11 +178,17 @@ class CFlow(Method):
                     else:
                         batch_feats = {name: feats[name][chosen.to(feats[name].device)] for name in layers}
                     for layer, name in enumerate(layers):
-                        self._train_layer(layer, batch_feats[name].float().to(device), optimizer, generator)
+                        feature = batch_feats[name].float().to(device)
+                        losses += self._train_layer(layer, feature, optimizer, generator)
+                self.loss_history.append(torch.stack(losses).mean().item())
                 bar.update()
+                bar.set_postfix(loss=f"{self.loss_history[-1]:.4f}")
         bar.close()
+        self.timings["train_s"] = time.perf_counter() - start
         self.eval()
+        start = time.perf_counter()
         self._fit_normalizer(ctx)
+        self.timings["normalizer_s"] = time.perf_counter() - start
 
     def _training_data(self, ctx: Context) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Without augmentation: every training image's cached features (fp16, on the device).
@@ -192,8 +203,9 @@ class CFlow(Method):
         return None, {name: torch.cat(tensors) for name, tensors in parts.items()}
 
     def _train_layer(self, layer: int, feature: torch.Tensor, optimizer: torch.optim.Optimizer,
-                     generator: torch.Generator) -> None:
-        """One pass over the shuffled fibres of one layer of one image batch (one step per fibre batch)."""
+                     generator: torch.Generator) -> list[torch.Tensor]:
+        """One pass over the shuffled fibres of one layer of one image batch (one step per fibre
+        batch); returns the (detached) loss of every step."""
         c = feature.shape[1]
         x = feature.permute(0, 2, 3, 1).reshape(-1, c)
         cond = self._conditions(feature)
@@ -202,6 +214,7 @@ class CFlow(Method):
         if n_fibre_batches == 0:
             raise ValueError(f"cflow: {x.shape[0]} fibres in layer {layer} < fiber_batch={self.fiber_batch}; "
                              "use a larger image batch or input size")
+        losses = []
         for f in range(n_fibre_batches):
             idx = perm[f * self.fiber_batch : (f + 1) * self.fiber_batch]
             log_prob = flow_log_prob(self.decoders[layer], x[idx], cond[idx])
@@ -209,6 +222,8 @@ class CFlow(Method):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            losses.append(loss.detach())
+        return losses
 
     @torch.no_grad()
     def _fit_normalizer(self, ctx: Context) -> None:

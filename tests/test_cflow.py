@@ -175,6 +175,7 @@ def test_cflow_tiny_run_is_deterministic_and_batch_independent(toy_root, tmp_pat
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
     assert torch.isfinite(a.layer_log_prob_max).all() and a.layer_log_prob_max.shape == (3,)
+    assert len(a.loss_history) == 1 and math.isfinite(a.loss_history[0]) and a.timings["train_s"] > 0
 
     batch = next(iterate_batches(category.test[8:12], ctx.transform, batch_size=4))
     pred = a.predict(batch, ctx)
