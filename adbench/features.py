@@ -15,8 +15,9 @@ On a miss, the extractor computes the union of the method's layers and ``cache_l
 layer1..layer4) in one backbone pass, so methods with different layer lists (PatchCore layer2+3,
 PaDiM layer1–3, CFlow layer2–4) share one extraction.
 
-Features are always rounded to fp16 (the storage precision), also with the cache disabled, so a
-result never depends on whether its features came from the cache.
+Features are always rounded to fp16 (the storage precision), also with the cache disabled, so
+whether a feature came from the cache changes it by at most one fp16 rounding step (CPU kernels
+can round differently for another batch composition, which may flip a rounding).
 """
 
 from __future__ import annotations
