@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from adbench import published
-from adbench.results import METRICS, atomic_write_text, load_leaderboard, rebuild_leaderboard, setup_configs
+from adbench.results import METRICS, atomic_write_text, current_leaderboard, load_leaderboard, setup_configs
 
 LOWER_IS_BETTER = {"fit_s", "infer_ms_per_img", "peak_rss_mb", "peak_gpu_mb", "n_params"}
 # leaderboard column, header, how runs are combined ("dataset mean" = the accuracy table's mean),
@@ -306,9 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="also write every table as .md/.tex/.csv to this folder")
     args = parser.parse_args(argv)
     results_dir = Path(args.results) if Path(args.results).is_dir() else Path(args.results).parent
-    # rebuilt from the records when they are there, so a CSV written by an older version never misleads
     has_records = (results_dir / "runs").is_dir()
-    frame = rebuild_leaderboard(results_dir) if has_records else load_leaderboard(args.results)
+    frame = current_leaderboard(results_dir) if has_records else load_leaderboard(args.results)
     configs = setup_configs(results_dir)
     metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
     which = [t.strip() for t in args.table.split(",") if t.strip()]

@@ -26,7 +26,7 @@ import pandas as pd
 from adbench import viz
 from adbench.data import ImageTransform
 from adbench.leaderboard import build_tables, pivot, write_all
-from adbench.results import atomic_write_text, iter_records, rebuild_leaderboard, record_path, setup_configs
+from adbench.results import atomic_write_text, current_leaderboard, iter_records, record_path, setup_configs
 
 BAR_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_ap")
 TABLE_METRICS = ["image_auroc", "pixel_auroc", "pixel_aupro"]
@@ -152,7 +152,7 @@ def make_report(results_dir: str | Path = "results", out: str | Path | None = No
     out = Path(out) if out is not None else results_dir / "report"
     if not (results_dir / "runs").is_dir():
         raise FileNotFoundError(f"no run records under {results_dir}/runs; run a sweep first (make sweep)")
-    frame = rebuild_leaderboard(results_dir)
+    frame = current_leaderboard(results_dir)
     configs = setup_configs(results_dir)
     chosen = _chosen_runs(frame)
     report = Report(out / "README.md")

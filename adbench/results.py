@@ -127,7 +127,8 @@ def rebuild_leaderboard(results_dir: str | os.PathLike) -> pd.DataFrame:
     results_dir = Path(results_dir)
     with file_lock(results_dir / ".leaderboard.lock"):
         records = list(iter_records(results_dir))
-        labels = setup_labels(records)
+        # setups that only failed never make the finished ones' labels longer
+        labels = setup_labels(records) | setup_labels([r for r in records if r.get("status") == "ok"])
         rows = []
         for record in records:
             row = {col: record.get(col) for col in LEADERBOARD_COLUMNS}
@@ -228,6 +229,15 @@ def _few_shot_suffix(record: dict[str, Any]) -> str:
         return ""
     shots, source = record.get("shots", config.get("shots")), record.get("source", config.get("source"))
     return f" {shots}-shot from {source}"
+
+
+def current_leaderboard(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """The leaderboard rebuilt from the records (so a CSV from an older version never misleads), or,
+    where ``results_dir`` is read-only, the CSV as it is."""
+    try:
+        return rebuild_leaderboard(results_dir)
+    except PermissionError:
+        return load_leaderboard(results_dir)
 
 
 def load_leaderboard(path: str | os.PathLike) -> pd.DataFrame:

@@ -283,6 +283,10 @@ def test_report_on_toy_runs(toy_root, tmp_path):
                          "progress=false", "threads=1", "cache.enabled=false"]))
     finally:
         torch.set_num_threads(threads)
+    failed = {"run_id": "toy/brick/patchcore/broken", "status": "failed", "method": "patchcore",
+              "dataset": "toy", "category": "brick", "config_hash": "broken", "seed": 0,
+              "error": "ValueError: bad value"}
+    results.write_record(tmp_path, failed)
     report = make_report(tmp_path)
     names = sorted(p.name for p in report.figures)
     assert names == ["extremes_toy_brick.png", "extremes_toy_grass.png", "mean_metrics_toy.png",
@@ -295,6 +299,7 @@ def test_report_on_toy_runs(toy_root, tmp_path):
             assert img.format == "PNG" and min(img.size) > 300
             assert np.asarray(img.convert("L")).std() > 10  # not blank
     assert "| patchcore |" in readme and "| padim |" in readme and not report.skipped
+    assert "| toy/brick/patchcore/broken | ValueError: bad value |" in readme
     tables = parse_markdown((tmp_path / "report" / "tables" / "accuracy.md").read_text())
     assert {t.split(" — ")[0] for t in tables} == {"image_auroc (%)", "pixel_auroc (%)", "pixel_aupro (%)"}
     parse_latex((tmp_path / "report" / "tables" / "efficiency.tex").read_text())
