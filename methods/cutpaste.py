@@ -15,8 +15,10 @@ Two localisation modes, so pixel metrics exist:
   map (the paper's image-level localisation, its pixel AUROC 88.3), bilinearly upsampled;
 * patch-level model (``patch_size`` set, paper: 64 px patches of 256 px images): trained on random
   patches; at test time every patch at stride ``patch_stride`` is embedded, scored by a Gaussian
-  of its own position, each score is spread uniformly over the patch's pixels (mean of the patches
-  covering a pixel) and smoothed with a Gaussian σ = ``blur_sigma``. Image score = max patch score.
+  of its own position (``patch_gde: position``, the issue's reading of the paper; P·D² floats of
+  precision matrices) or by one Gaussian of all training patches (``shared``), each score is spread
+  uniformly over the patch's pixels (mean of the patches covering a pixel) and smoothed with a
+  Gaussian σ = ``blur_sigma``. Image score = max patch score.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class CutPaste(Method):
         image_jitter: float = 0.1,
         patch_size: int | None = None,
         patch_stride: int = 4,
+        patch_gde: str = "position",
         blur_sigma: float = 4.0,
         embed_batch: int = 256,
     ) -> None:
@@ -115,7 +118,9 @@ class CutPaste(Method):
         self.scar_width, self.scar_height = tuple(scar_width), tuple(scar_height)
         self.scar_rotation, self.scar_reference_size = tuple(scar_rotation), scar_reference_size
         self.jitter, self.image_jitter = jitter, image_jitter
-        self.patch_size, self.patch_stride = patch_size, patch_stride
+        if patch_gde not in ("position", "shared"):
+            raise ValueError(f"method.params.patch_gde={patch_gde!r}; choose 'position' or 'shared'")
+        self.patch_size, self.patch_stride, self.patch_gde = patch_size, patch_stride, patch_gde
         self.blur_sigma = blur_sigma
         self.embed_batch = embed_batch
         full = timm.create_model(encoder, pretrained=False)
@@ -173,6 +178,22 @@ class CutPaste(Method):
         corners = zip(top.tolist(), left.tolist())
         return torch.stack([img[:, t : t + p, s : s + p] for img, (t, s) in zip(images, corners)])
 
+    def make_optimiser(self) -> torch.optim.Optimizer:
+        """SGD with momentum and weight decay over encoder, head and classifier."""
+        return torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+    def train_step(
+        self, images: torch.Tensor, labels: torch.Tensor, optimiser: torch.optim.Optimizer
+    ) -> float:
+        """One cross-entropy update on views [V·B, 3, h, w] in [0, 1] with labels [V·B]; returns the loss."""
+        _, logits = self.net(self._normalise(images))
+        loss = F.cross_entropy(logits, labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return float(loss)
+
     def fit(self, ctx: Context) -> None:
         train = torch.cat([b.images for b in ctx.train_batches()]).to(ctx.device)
         side = train.shape[-1]
@@ -182,8 +203,7 @@ class CutPaste(Method):
                 f"patch_stride {self.patch_stride} so the patches tile the image"
             )
         generator = torch.Generator().manual_seed(ctx.seed)
-        optimiser = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
-                                    weight_decay=self.weight_decay)
+        optimiser = self.make_optimiser()
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
         )
@@ -195,20 +215,17 @@ class CutPaste(Method):
             tick = time.perf_counter()
             images, labels = self.augment(self._draw_batch(train, generator, order), generator, side)
             aug_s += time.perf_counter() - tick
-            _, logits = self.net(self._normalise(images))
-            loss = F.cross_entropy(logits, labels)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            self.train_step(images, labels, optimiser)
             schedule.step()
         self.timings.update(train_s=time.perf_counter() - start, augment_s=aug_s)
         self.net.eval()
         tick = time.perf_counter()
         with torch.no_grad():
             embeds = self._patch_embeddings(train) if self.patch_size else self._image_embeddings(train)
-        # image-level: [N, D] → one Gaussian; patch-level: [N, P, D] → one Gaussian per position
-        samples = embeds if embeds.dim() == 2 else embeds.transpose(0, 1)
-        self.gde_mean, self.gde_precision = self._fit_gaussians(samples)
+        # image-level [N, D] and patch-level "shared" [N·P, D] → one Gaussian; "position" [P, N, D] → one each
+        if embeds.dim() == 3:
+            embeds = embeds.transpose(0, 1) if self.patch_gde == "position" else embeds.flatten(0, 1)
+        self.gde_mean, self.gde_precision = self._fit_gaussians(embeds)
         self.timings["gde_s"] = time.perf_counter() - tick
 
     def _fit_gaussians(self, samples: torch.Tensor, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +270,10 @@ class CutPaste(Method):
         """Per-position Mahalanobis of every patch → receptive-field upsampling → Gaussian blur."""
         side, p, stride = images.shape[-1], self.patch_size, self.patch_stride
         embeds = self._patch_embeddings(images)  # [B, P, D]
-        scores = mahalanobis(embeds.transpose(0, 1), self.gde_mean, self.gde_precision).transpose(0, 1)
+        if self.patch_gde == "position":
+            scores = mahalanobis(embeds.transpose(0, 1), self.gde_mean, self.gde_precision).transpose(0, 1)
+        else:
+            scores = mahalanobis(embeds, self.gde_mean, self.gde_precision)
         maps = gaussian_blur(spread_patch_scores(scores, side, p, stride), self.blur_sigma)
         return Prediction(scores.max(dim=1).values.cpu(), maps.cpu())
 

@@ -26,7 +26,7 @@ from adbench.data import Batch
 from adbench.losses import focal_loss, ssim_loss
 from adbench.method import Context, Method, Prediction
 from adbench.registry import register_method
-from adbench.synthesis.draem import DraemSynthesis
+from adbench.synthesis.draem import DraemBatch, DraemSynthesis
 from adbench.synthesis.textures import build_texture_source
 
 
@@ -165,6 +165,24 @@ class Draem(Method):
         """Epochs after which the LR is multiplied by ``lr_gamma`` (fractions of ``epochs``, rounded)."""
         return [round(f * self.epochs) for f in self.lr_milestones]
 
+    def make_optimiser(self) -> torch.optim.Optimizer:
+        """One Adam over both networks (train_DRAEM.py: two parameter groups with the same lr)."""
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    def train_step(self, batch: DraemBatch, optimiser: torch.optim.Optimizer) -> float:
+        """One update: L2 + (1 − SSIM) of reconstruction vs clean target + focal loss of the softmax
+        map vs the synthetic mask (all weights 1, as train_DRAEM.py). Returns the loss."""
+        reconstruction, logits = self(batch.inputs)
+        loss = (
+            F.mse_loss(reconstruction, batch.targets)
+            + ssim_loss(reconstruction, batch.targets)
+            + focal_loss(torch.softmax(logits, dim=1), batch.masks, gamma=self.focal_gamma)
+        )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return float(loss)
+
     def fit(self, ctx: Context) -> None:
         train = torch.cat([b.images for b in ctx.train_batches()]).to(ctx.device)
         side = train.shape[-1]
@@ -175,7 +193,7 @@ class Draem(Method):
         synthesis = DraemSynthesis(source, **self.synthesis_options)
         self.info["synthesis"] = synthesis.describe()
         generator = torch.Generator().manual_seed(ctx.seed)
-        optimiser = torch.optim.Adam(self.parameters(), lr=self.lr)
+        optimiser = self.make_optimiser()
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, self.milestones(), gamma=self.lr_gamma)
         n = train.shape[0]
         steps_per_epoch = math.ceil(n / self.batch_size)
@@ -188,15 +206,7 @@ class Draem(Method):
                 chosen = torch.randint(0, n, (size,), generator=generator)  # sampled with replacement
                 batch = synthesis(train[chosen.to(ctx.device)], generator)
                 synth_s += time.perf_counter() - tick
-                reconstruction, logits = self(batch.inputs)
-                loss = (
-                    F.mse_loss(reconstruction, batch.targets)
-                    + ssim_loss(reconstruction, batch.targets)
-                    + focal_loss(torch.softmax(logits, dim=1), batch.masks, gamma=self.focal_gamma)
-                )
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                self.train_step(batch, optimiser)
             schedule.step()
         self.timings.update(train_s=time.perf_counter() - start, synthesis_s=synth_s)
 

@@ -216,3 +216,28 @@ def test_cutpaste_patch_level_end_to_end(toy_root, tmp_path):
 def test_bad_variant_is_rejected():
     with pytest.raises(ValueError, match="variant"):
         CutPaste(variant="4way")
+
+
+def test_shared_patch_gde_scores_every_patch_with_one_gaussian(toy_root):
+    from adbench.datasets import build
+
+    from adbench.data import ImageTransform, iterate_batches
+    from adbench.method import Context
+
+    category = build("toy", toy_root).load("brick")
+    transform = ImageTransform(32, 32, None, None, square=True)
+    ctx = Context(category=category, transform=transform, device=torch.device("cpu"), seed=0, progress=False)
+    method = CutPaste(encoder="test_resnet", steps=1, batch_clean=4, head_layers=(16,), patch_size=16,
+                      patch_stride=8, patch_gde="shared", blur_sigma=0.0)
+    method.fit(ctx)
+    method.eval()
+    assert method.gde_mean.shape == (96,) and method.gde_precision.shape == (96, 96)
+    batch = next(iter(iterate_batches(category.test, transform, 4)))
+    pred = method.predict(batch, ctx)
+    with torch.no_grad():
+        embeds = method._patch_embeddings(batch.images)  # [4, 9, 96]
+    scores = mahalanobis(embeds.reshape(-1, 96), method.gde_mean, method.gde_precision).view(4, 9)
+    assert torch.allclose(pred.image_scores, scores.max(dim=1).values, rtol=1e-5)
+    assert torch.allclose(pred.anomaly_maps, spread_patch_scores(scores, 32, 16, 8), rtol=1e-5)
+    with pytest.raises(ValueError, match="patch_gde"):
+        CutPaste(encoder="test_resnet", patch_gde="pooled")
