@@ -67,11 +67,12 @@ def hardest_mask(errors: torch.Tensor, quantile: float = 0.5) -> torch.Tensor:
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Normalised 2-D Gaussian window [size, size] (outer product of the 1-D window centred at size // 2)."""
+    """Normalised 2-D Gaussian window float64 [size, size] (outer product of the 1-D window centred at
+    size // 2)."""
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
-    return (g[:, None] * g[None, :]).float()
+    return g[:, None] * g[None, :]
 
 
 def ssim(
