@@ -111,7 +111,10 @@ def roc_figures(chosen: pd.DataFrame, results_dir: Path, out: Path, skipped: lis
 def _tiles(npz: Path, transform: ImageTransform) -> list[viz.Tile]:
     """The saved extreme images of one run, highest score first."""
     with np.load(npz) as data:
-        index, maps, masks = data["map_index"], data["maps"].astype(np.float32), data["masks"].astype(bool)
+        index, maps, masks = data["map_index"], data["maps"], data["masks"].astype(bool)
+        if maps.dtype == np.float16:  # written before maps were float32: overflowed values are ±inf
+            limit = float(np.finfo(np.float16).max)
+            maps = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=limit, neginf=-limit)
         scores, labels = data["image_scores"], data["labels"]
         paths, defects = data["paths"], data["defect_types"]
     order = np.argsort(-scores[index], kind="stable")

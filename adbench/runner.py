@@ -196,7 +196,7 @@ def save_predictions(path: Path, out: dict[str, Any], keep: int = 3) -> None:
     np.savez_compressed(
         buffer, image_scores=out["image_scores"], labels=out["labels"], paths=np.array(out["paths"]),
         defect_types=np.array(out["defect_types"]), map_index=chosen,
-        maps=out["anomaly_maps"][chosen].astype(np.float16), masks=out["masks"][chosen],
+        maps=out["anomaly_maps"][chosen].astype(np.float32), masks=out["masks"][chosen],
     )
     atomic_write_bytes(path, buffer.getvalue())
 

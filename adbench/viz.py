@@ -83,9 +83,10 @@ def roc_figure(panels: dict[str, list[Curve]], title: str) -> Figure:
     for i, (category, curves) in enumerate(panels.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        for curve in curves:
+        for k, curve in enumerate(curves):
             label = f"{curve.label} ({100 * curve.auroc:.1f})"
-            ax.plot(curve.fpr, curve.tpr, lw=1.4, label=label)  # straight segments: the trapezoidal AUROC
+            style = ("-", "--", "-.", ":")[k % 4]  # curves that coincide stay visible
+            ax.plot(curve.fpr, curve.tpr, lw=1.4, ls=style, label=label)  # linear = trapezoidal AUROC
         ax.set(title=category, xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false positive rate",
                ylabel="true positive rate", aspect="equal")
         ax.legend(fontsize=6, loc="lower right", title="image AUROC %", title_fontsize=6)

@@ -310,3 +310,16 @@ def test_write_all_writes_every_format(frame, tmp_path):
     assert sorted(p.name for p in paths) == sorted(f"{t}.{s}" for t in TABLES for s in ("md", "tex", "csv"))
     accuracy = (tmp_path / "tables" / "accuracy.csv").read_text()
     assert accuracy.startswith("# image_auroc\nmethod,") and "0.85" in accuracy  # raw fractions
+
+
+def test_saved_maps_keep_large_scores(tmp_path):
+    """PatchCore's squared distances exceed float16's 65504: the maps kept for reports must not overflow."""
+    from adbench.runner import save_predictions
+
+    maps = np.linspace(0, 2e5, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8)
+    out = {"image_scores": maps.reshape(4, -1).max(axis=1), "labels": np.array([0, 0, 1, 1]),
+           "paths": ["a", "b", "c", "d"], "defect_types": ["good", "good", "x", "x"], "anomaly_maps": maps,
+           "masks": np.zeros((4, 8, 8), dtype=bool)}
+    save_predictions(tmp_path / "r.npz", out, keep=1)
+    with np.load(tmp_path / "r.npz") as data:
+        np.testing.assert_array_equal(data["maps"], maps[data["map_index"]])
