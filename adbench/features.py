@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 import tempfile
@@ -40,6 +41,7 @@ import torch
 from adbench.backbones import CANONICAL_STRIDES, Backbone
 from adbench.data import Batch, ImageTransform, file_fingerprint
 
+log = logging.getLogger("adbench")
 CACHE_FORMAT = "adbench-features-v1"
 FILE_MAGIC = b"ADBFEAT1"
 HEADER_ALIGN = 64
@@ -138,7 +140,7 @@ class DiskTier:
                     raise ValueError(f"{path}: bad magic")
                 (header_len,) = struct.unpack("<I", prefix[len(FILE_MAGIC):])
                 header = json.loads(fh.read(header_len).rstrip(b" ").decode())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, struct.error) as err:
             raise ValueError(f"{path}: unreadable header ({err})") from err
@@ -174,7 +176,11 @@ class DiskTier:
             raise
 
     def discard(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        """Delete an entry (a damaged one); an undeletable file is left to be overwritten."""
+        try:
+            self.path(key).unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _to_fp16(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -282,10 +288,18 @@ class FeatureExtractor:
                     key = self._key(fingerprint, name)
                     self.memory.put(key, tensor)  # type: ignore[union-attr]
                     if self.disk is not None:
-                        self.disk.put(key, tensor.cpu().numpy())
+                        self._write(key, tensor)
                     if name in self.layers:
                         found[i][name] = tensor
         return {name: torch.stack([f[name] for f in found]).float() for name in self.layers}
+
+    def _write(self, key: str, tensor: torch.Tensor) -> None:
+        """Store one entry on disk; a failing disk (full, read-only) turns the disk tier off, not the run."""
+        try:
+            self.disk.put(key, tensor.cpu().numpy())  # type: ignore[union-attr]
+        except OSError as err:
+            log.warning("feature cache: cannot write %s (%s); disk tier off", self.disk.root, err)
+            self.disk = None
 
     def _lookup(self, path: str) -> dict[str, torch.Tensor] | None:
         """All of the method's layers of one image from memory, else disk; None if any is missing."""

@@ -243,6 +243,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         record["peak_gpu_mb"] = round(memory.peak_gpu_mb, 1)
         record["n_params"] = method.n_params()
         record.update({f"timing_{k}": round(v, 3) for k, v in getattr(method, "timings", {}).items()})
+        record.update({f"info_{k}": str(v) for k, v in getattr(method, "info", {}).items()})
         if ctx.features is not None:
             record.update(ctx.features.stats.as_dict())
         has_masks = category.has_masks

@@ -171,6 +171,14 @@ def test_disabled_cache_touches_nothing_and_gives_the_same_numbers(backbones, im
     assert_same(feats, reference(backbones, images))
 
 
+def test_unwritable_disk_tier_turns_itself_off(backbones, images, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    ex = extractor(backbones, blocker / "cache")  # mkdir under a file fails with an OSError
+    assert_same(ex(batch_of(images)), reference(backbones, images))
+    assert ex.disk is None and ex.stats.misses == 3
+
+
 def test_live_is_never_cached(backbones, images, tmp_path):
     ex = extractor(backbones, tmp_path / "c")
     out = ex.live(batch_of(images).images)
