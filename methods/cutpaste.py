@@ -133,6 +133,7 @@ class CutPaste(Method):
         self.register_buffer("gde_mean", torch.empty(0))
         self.register_buffer("gde_precision", torch.empty(0))
         self.timings: dict[str, float] = {}
+        self.info: dict[str, str] = {"encoder": f"{encoder} ({self.weights.tag})"}
 
     # ---------------------------------------------------------------- training
     def augment(self, clean: torch.Tensor, generator: torch.Generator,

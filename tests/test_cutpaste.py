@@ -185,6 +185,7 @@ def test_cutpaste_image_level_end_to_end(toy_root, tmp_path):
     assert record["status"] == "ok", record.get("traceback")
     assert record["eval_resolution"] == 32 and 0.0 <= record["image_auroc"] <= 1.0
     assert 0.0 <= record["pixel_auroc"] <= 1.0 and record["timing_train_s"] > 0
+    assert record["info_encoder"] == "test_resnet (random)"
     (again,) = run(compose([*overrides, "force=true"]))  # same seed → same numbers
     assert again["image_auroc"] == record["image_auroc"] and again["pixel_auroc"] == record["pixel_auroc"]
 
