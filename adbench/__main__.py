@@ -23,7 +23,8 @@ def app(cfg: DictConfig) -> float | None:
         log.info("%s  image AUROC %s  pixel AUROC %s", record["run_id"], record.get("image_auroc"),
                  record.get("pixel_auroc"))
     if failed and HydraConfig.get().mode != RunMode.MULTIRUN:
-        log.error("%d of %d jobs failed: %s", len(failed), len(records), "; ".join(r["error"] for r in failed))
+        errors = "; ".join(r["error"] for r in failed)
+        log.error("%d of %d jobs failed: %s", len(failed), len(records), errors)
         sys.exit(1)
     return None
 

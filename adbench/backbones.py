@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import timm
 import torch
@@ -155,8 +155,9 @@ def resolve_weights(model: nn.Module, spec: str, weights: str | None = None, hub
     if hub:
         try:
             hub_model = timm.create_model(spec, pretrained=True)
-        except Exception as err:  # noqa: BLE001 - any hub failure gets the same actionable message
-            raise BackboneWeightsError(f"hub download failed ({type(err).__name__}: {err}). " + _weights_help(spec)) from err
+        except Exception as err:
+            reason = f"hub download failed ({type(err).__name__}: {err}). "
+            raise BackboneWeightsError(reason + _weights_help(spec)) from err
         model.load_state_dict(hub_model.state_dict())
         cfg = hub_model.pretrained_cfg
         full_tag = f"{name}.{cfg.get('tag') or tag or 'default'}"
@@ -210,7 +211,7 @@ class Backbone(nn.Module):
         self.requested = list(layers)
         self.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         """Always stays in eval mode (frozen BatchNorm statistics)."""
         return super().train(False)
 
@@ -222,6 +223,8 @@ class Backbone(nn.Module):
         return f"{self.spec}|{','.join(self.layers)}|{self.weights.identity}"
 
 
-def build_backbone(spec: str, layers: Sequence[str], weights: str | None = None, hub: bool = True) -> Backbone:
+def build_backbone(
+    spec: str, layers: Sequence[str], weights: str | None = None, hub: bool = True
+) -> Backbone:
     """Build a frozen :class:`Backbone`; :class:`BackboneWeightsError` when no weights can be found."""
     return Backbone(spec, layers, weights=weights, hub=hub)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -140,8 +140,8 @@ class ImageTransform:
 
     def _crop(self, arr: np.ndarray) -> np.ndarray:
         h, w = arr.shape[:2]
-        top = int(round((h - self.crop) / 2.0))
-        left = int(round((w - self.crop) / 2.0))
+        top = round((h - self.crop) / 2.0)
+        left = round((w - self.crop) / 2.0)
         return arr[top : top + self.crop, left : left + self.crop]
 
     def image(self, img: Image.Image) -> torch.Tensor:

@@ -10,7 +10,7 @@ resize is applied after the first pooling (fewer channels, same result).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 def _pool_unfolded(feature: torch.Tensor, patch_size: int, dim: int) -> torch.Tensor:
     """[B, C, h, w] → [B, dim, h, w]: unfold p×p, then adaptive-average-pool C·p² values to ``dim``."""
-    b, c, h, w = feature.shape
+    b, _, h, w = feature.shape
     unfolded = F.unfold(feature, kernel_size=patch_size, padding=(patch_size - 1) // 2)  # [B, C·p², h·w]
     pooled = F.adaptive_avg_pool1d(unfolded.transpose(1, 2).reshape(b * h * w, 1, -1), dim)
     return pooled.reshape(b, h * w, dim).transpose(1, 2).reshape(b, dim, h, w)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ class Context:
     seed: int
     batch_size: int = 8
     num_workers: int = 0
-    features: "FeatureExtractor | None" = None
+    features: FeatureExtractor | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     source: list[Category] = field(default_factory=list)

@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig

@@ -6,7 +6,14 @@ import tempfile
 import time
 
 from adbench.perf import backbone_floor_ms, compose, report
-from adbench.runner import PeakMemory, build_context, build_method, load_categories, predict_category, resolve_device
+from adbench.runner import (
+    PeakMemory,
+    build_context,
+    build_method,
+    load_categories,
+    predict_category,
+    resolve_device,
+)
 
 
 def main(category: str = "brick") -> None:

@@ -11,7 +11,8 @@ The runner builds one with :func:`build_method`. Importing :mod:`adbench.methods
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ def register_dataset(name: str) -> Callable[[T], T]:
 
 def _lookup(table: dict[str, type], kind: str, name: str) -> type:
     if kind == "method":
-        import adbench.methods  # noqa: F401  (fills METHODS)
+        import adbench.methods
     else:
         import adbench.datasets  # noqa: F401  (fills DATASETS)
     if name not in table:
@@ -71,7 +72,7 @@ def list_datasets() -> list[str]:
 
 def _lookup_all(kind: str) -> dict[str, Any]:
     if kind == "method":
-        import adbench.methods  # noqa: F401
+        import adbench.methods
 
         return METHODS
     import adbench.datasets  # noqa: F401

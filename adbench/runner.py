@@ -103,7 +103,7 @@ class PeakMemory:
         while not self._stop.wait(0.01):
             self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self.peak_rss_mb = self.rss_mb()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -256,7 +256,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
             train_out = predict_category(method, ctx, ctx.category.train)
             atomic_write_bytes(path.with_suffix(".model.pt"), _model_bytes(method, cfg, train_out, record))
         record["status"] = "ok"
-    except Exception as err:  # noqa: BLE001 - a failed job is recorded, the others go on
+    except Exception as err:
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {err}"
         record["traceback"] = traceback.format_exc()
@@ -305,7 +305,9 @@ def load_categories(cfg: DictConfig) -> list[Category]:
     """
     options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
                if k not in ("name", "root", "download", "category")}
-    family = build_dataset(cfg.data.name, cfg.data.get("root"), download=bool(cfg.data.get("download")), **options)
+    family = build_dataset(
+        cfg.data.name, cfg.data.get("root"), download=bool(cfg.data.get("download")), **options
+    )
     wanted = str(cfg.data.get("category", "all"))
     names = family.categories() if wanted == "all" else [c.strip() for c in wanted.split(",")]
     settings = None

@@ -19,7 +19,8 @@ def _no_network():
 
     def guarded(self, address):  # type: ignore[no-untyped-def]
         host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("/"):
+        local = ("127.0.0.1", "::1", "localhost")
+        if isinstance(host, str) and host not in local and not host.startswith("/"):
             raise RuntimeError(f"test tried to reach the network: {address}")
         return original(self, address)
 

@@ -43,7 +43,8 @@ def test_patchcore_toy_end_to_end(toy_root, tmp_path):
     assert record["fit_s"] > 0 and record["infer_ms_per_img"] > 0 and record["n_params"] > 0
     frame = pd.read_csv(results / "leaderboard.csv")
     assert list(frame.columns) == list(LEADERBOARD_COLUMNS) and len(frame) == 1
-    stored = json.loads(Path(results, "runs", "toy", "brick", "patchcore", f"{record['config_hash']}.json").read_text())
+    record_file = Path(results, "runs", "toy", "brick", "patchcore", f"{record['config_hash']}.json")
+    stored = json.loads(record_file.read_text())
     assert stored["image_auroc"] == record["image_auroc"]
 
     # same config and seed -> skipped (same record); force=true -> recomputed, same numbers
