@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         if wanted and name.removeprefix("perf_") not in wanted:
             continue
         print(f"\n== {name.removeprefix('perf_')}", flush=True)
-        importlib.import_module(f"adbench.{name}").main()
+        saved_argv, sys.argv = sys.argv, [name]  # sections parse their own (empty) arguments
+        try:
+            importlib.import_module(f"adbench.{name}").main()
+        finally:
+            sys.argv = saved_argv
     return 0
 
 
