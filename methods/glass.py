@@ -154,6 +154,7 @@ class GLASS(Method):
         texture_download: bool = False,
         foreground: str = "auto",
         blur_sigma: float = 4.0,
+        feature_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if distribution not in DISTRIBUTIONS:
@@ -175,7 +176,7 @@ class GLASS(Method):
             texture_root,
             texture_download,
         )
-        self.foreground, self.blur_sigma = foreground, blur_sigma
+        self.foreground, self.blur_sigma, self.feature_scale = foreground, blur_sigma, feature_scale
         self.adaptor = nn.Linear(target_dim, target_dim)
         nn.init.xavier_normal_(self.adaptor.weight)
         self.discriminator = Discriminator(target_dim, dsc_hidden)
@@ -187,8 +188,9 @@ class GLASS(Method):
 
     def embed(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
         """Backbone features → PatchCore-aggregated patch features [B·h·w, target_dim] (row-major
-        positions per image) and the grid (h, w) of the first layer."""
+        positions per image), times ``feature_scale`` (1 = official), and the grid (h, w)."""
         emb = patch_embedding(list(feats.values()), self.patch_size, self.pretrain_dim, self.target_dim)
+        emb = emb * self.feature_scale if self.feature_scale != 1.0 else emb
         b, d, h, w = emb.shape
         return emb.permute(0, 2, 3, 1).reshape(b * h * w, d), (h, w)
 
