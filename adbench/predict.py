@@ -1,25 +1,30 @@
 """Score new images with a saved model: ``python -m adbench.predict model=PATH images=DIR``.
 
 A model file is what ``save_model=true`` writes beside a run record (``<hash>.model.pt``): the
-method's fitted ``state_dict``, the full config that built it, and the scores the final model gave
-the run's **training images** (never test images). The method, transform and feature extractor
-are rebuilt from that config, so new images go through exactly the evaluated pipeline.
+method's fitted ``state_dict``, the full config that built it, and scores of the run's **training
+images** (never test images). The method, transform and feature extractor are rebuilt from that
+config, so new images go through exactly the evaluated pipeline.
 
-Threshold (how an image is called anomalous): by default the largest image score of any training
-image (``quantile=1.0``), and for the outline in the heatmaps the largest anomaly-map value of any
-training image. ``quantile=q`` uses the q-quantile of those training values instead, ``threshold=t``
-a fixed image threshold. Training images score lower than unseen normal images for methods that
-memorise them (PatchCore's memory bank holds some of their own patches), so this threshold leans
-towards flagging: expect some false alarms rather than misses; calibrate on held-out normal images
-of your own with ``threshold=`` when that matters.
+Threshold (how an image is called anomalous), from training images only: the runner splits them
+into ``calibration_folds`` folds (default 5), fits a fresh model on the other folds and scores each
+fold with it, so every training image gets an out-of-sample score from a model that never saw it
+(``held_out_scores``). By default the image threshold is the largest of those scores
+(``quantile=1.0``) and the heatmaps' pixel threshold the largest anomaly-map value among them;
+``quantile=q`` takes the q-quantile instead, ``threshold=t`` a fixed image threshold. Models fitted
+on 4/5 of the data score normal images a little higher than the final model, so the threshold errs
+slightly towards misses. Without held-out scores (``calibration_folds=0``, few-shot runs, fewer
+training images than folds) the final model's in-sample training scores are used; those are far
+too low for methods that memorise their training set (PatchCore's memory bank, PaDiM's per-position
+Gaussians): measured on toy categories, 42–100 % of good test images were then flagged.
 
 Options (``key=value``): ``model`` (required), ``images`` (a folder, searched recursively, or one
 image; required), ``out`` (default ``predictions``), ``quantile``, ``threshold``, ``device`` (default
 the model's config, ``auto``), ``batch_size``, ``heatmaps`` (``true``/``false``, default true).
 Writes ``<out>/scores.csv`` (path, image_score, threshold, anomalous, map_max, pixel_threshold,
-area_above = fraction of pixels above it) and ``<out>/heatmaps/<NNNN>_<folder>_<name>.png`` (input
-beside the map, colour scale from a typical training pixel (blue) through the pixel threshold
-(mid-scale) to twice as far above it (red), outlined where the map exceeds the pixel threshold).
+area_above = fraction of pixels above it, calibration = held-out or in-sample) and
+``<out>/heatmaps/<NNNN>_<folder>_<name>.png`` (input beside the map, colour scale from a typical
+calibration pixel (blue) through the pixel threshold (mid-scale) to twice as far above it (red),
+outlined where the map exceeds the pixel threshold).
 """
 
 from __future__ import annotations
@@ -43,23 +48,25 @@ from adbench.runner import build_context, build_method, predict_category, resolv
 
 @dataclass
 class SavedModel:
-    """A fitted method rebuilt from a model file, with its config and, per training image, the image
-    score and the maximum and median of its anomaly map."""
+    """A fitted method rebuilt from a model file, with its config and the calibration scores of the
+    training images: per image, the image score and the maximum and median of its anomaly map;
+    ``calibration`` is ``"held-out"`` (K-fold, out-of-sample) or ``"in-sample"`` (final model)."""
 
     method: Method
     config: DictConfig
-    train_image_scores: np.ndarray
-    train_map_max: np.ndarray
-    train_map_median: np.ndarray
+    image_scores: np.ndarray
+    map_max: np.ndarray
+    map_median: np.ndarray
+    calibration: str
     run_id: str
     weights: str | None
 
     def thresholds(self, quantile: float = 1.0, threshold: float | None = None) -> tuple[float, float]:
-        """(image threshold, pixel threshold) from the training images' scores (see module doc)."""
+        """(image threshold, pixel threshold) from the calibration scores (see module doc)."""
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile={quantile} must lie in [0, 1]")
-        image = np.quantile(self.train_image_scores, quantile) if threshold is None else threshold
-        return float(image), float(np.quantile(self.train_map_max, quantile))
+        image = np.quantile(self.image_scores, quantile) if threshold is None else threshold
+        return float(image), float(np.quantile(self.map_max, quantile))
 
 
 def load_fitted_state(method: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -97,10 +104,11 @@ def load_model(path: str | Path, device: str | None = None) -> SavedModel:
     method = build_method(config)
     load_fitted_state(method, bundle["state_dict"])
     method.to(resolve_device(str(config.device))).eval()
-    scores = bundle["train_scores"]
+    held_out = bundle.get("held_out_scores")
+    scores = held_out or bundle["train_scores"]
     arrays = (np.asarray(scores[k], dtype=np.float64) for k in ("image_scores", "map_max", "map_median"))
-    return SavedModel(method, config, *arrays, run_id=bundle.get("run_id", str(path)),
-                      weights=bundle.get("weights"))
+    return SavedModel(method, config, *arrays, calibration="held-out" if held_out else "in-sample",
+                      run_id=bundle.get("run_id", str(path)), weights=bundle.get("weights"))
 
 
 def find_images(images: str | Path) -> list[Path]:
@@ -154,12 +162,13 @@ def run(model_path: str | Path, images: str | Path, out: str | Path = "predictio
         "map_max": maps.reshape(len(files), -1).max(axis=1),
         "pixel_threshold": pixel_threshold,
         "area_above": (maps > pixel_threshold).reshape(len(files), -1).mean(axis=1),
+        "calibration": model.calibration,
     })
     out = Path(out)
     atomic_write_text(out / "scores.csv", table.to_csv(index=False, float_format="%.8g"))
     if heatmaps:
         transform = display_transform(model.config)
-        vmin = float(np.median(model.train_map_median))  # a typical normal pixel: blue
+        vmin = float(np.median(model.map_median))  # a typical normal pixel: blue
         vmax = 2 * pixel_threshold - vmin  # the pixel threshold sits mid-scale; red = far above it
         for i, path in enumerate(files):
             verdict = "ANOMALOUS" if table.loc[i, "anomalous"] else "normal"
@@ -206,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = options.get("out", "predictions")
     print(f"{len(table)} images, {int(table['anomalous'].sum())} above the threshold "
-          f"{table['threshold'].iloc[0]:.6g}; wrote {Path(out) / 'scores.csv'}")
+          f"{table['threshold'].iloc[0]:.6g} (from {table['calibration'].iloc[0]} training-image scores); "
+          f"wrote {Path(out) / 'scores.csv'}")
     return 0
 
 

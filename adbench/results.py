@@ -39,8 +39,8 @@ LEADERBOARD_COLUMNS = (
 # the seeds (seeds of one setup are averaged in tables) and sweep presets' helper values (``sweep``).
 # Everything else is part of the setup.
 RUN_ONLY_KEYS = (
-    "seed", "shot_seed", "results_dir", "force", "save_model", "device", "batch_size", "num_workers",
-    "threads", "progress", "cache", "hydra", "source_root", "sweep",
+    "seed", "shot_seed", "results_dir", "force", "save_model", "calibration_folds", "device", "batch_size",
+    "num_workers", "threads", "progress", "cache", "hydra", "source_root", "sweep",
 )
 RUN_ONLY_DATA_KEYS = ("name", "root", "download", "category", "verify")
 

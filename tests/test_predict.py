@@ -3,6 +3,7 @@ with a threshold computed from training images only."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,31 +54,67 @@ def test_predict_round_trips_the_saved_model(saved, toy_root, tmp_path):
     written = pd.read_csv(tmp_path / "out" / "scores.csv")
     np.testing.assert_allclose(written["image_score"], table["image_score"], rtol=1e-7)
     assert list(written.columns) == ["path", "image_score", "threshold", "anomalous", "map_max",
-                                     "pixel_threshold", "area_above"]
+                                     "pixel_threshold", "area_above", "calibration"]
     good = written["path"].str.contains("/good/")
     assert written.loc[~good, "anomalous"].mean() > written.loc[good, "anomalous"].mean()
 
 
-def test_threshold_comes_from_training_images_only(saved, toy_root):
+def test_threshold_comes_from_held_out_training_scores(saved, toy_root, tmp_path):
+    from adbench.runner import (
+        build_context,
+        build_method,
+        calibration_folds,
+        load_categories,
+        predict_category,
+    )
+
     model = predict.load_model(saved["model"])
     bundle = torch.load(saved["model"], weights_only=True)
-    train_paths = bundle["train_scores"]["paths"]
-    train_images = (toy_root / "brick" / "train" / "good").glob("*.png")
-    assert sorted(train_paths) == sorted(str(p) for p in train_images)
-    assert not any("/test/" in p for p in train_paths)
-    # the stored training scores are what the saved model gives the training images ...
-    again = predict.predict_images(model, [Path(p) for p in train_paths])
-    np.testing.assert_allclose(again["image_scores"], model.train_image_scores, rtol=1e-6)
-    np.testing.assert_allclose(again["anomaly_maps"].reshape(len(train_paths), -1).max(axis=1),
-                               model.train_map_max, rtol=1e-6)
-    # ... and the thresholds are their maximum (default) or a quantile of them
+    held_out = bundle["held_out_scores"]
+    train = sorted(str(p) for p in (toy_root / "brick" / "train" / "good").glob("*.png"))
+    assert bundle["calibration_folds"] == 5 and sorted(held_out["paths"]) == train  # each train image once
+    assert model.calibration == "held-out"
+    np.testing.assert_allclose(model.image_scores, held_out["image_scores"])
+    # literal reference for one fold: a fresh model fitted without the fold scores the fold's images
+    cfg = model.config
+    (category,) = load_categories(cfg)
+    fold = calibration_folds(category.train, 5, int(cfg.seed))[2]
+    assert len(fold) == 8
+    torch.manual_seed(int(cfg.seed))
+    fresh = build_method(cfg)
+    ctx = build_context(cfg, fresh, replace(category, train=[s for s in category.train if s not in fold]),
+                        torch.device("cpu"))
+    fresh.fit(ctx)
+    out = predict_category(fresh.eval(), ctx, fold)
+    stored = dict(zip(held_out["paths"], held_out["image_scores"]))
+    np.testing.assert_allclose(out["image_scores"], [stored[s.image_path] for s in fold], rtol=1e-6)
+    # out of sample: higher than what the final model gives the same (seen) images
+    in_sample = dict(zip(bundle["train_scores"]["paths"], bundle["train_scores"]["image_scores"]))
+    assert np.mean([stored[p] for p in train]) > np.mean([in_sample[p] for p in train])
     image, pixel = model.thresholds()
-    assert image == pytest.approx(max(model.train_image_scores))
-    assert pixel == pytest.approx(max(model.train_map_max))
-    assert model.thresholds(0.5)[0] == pytest.approx(np.median(model.train_image_scores))
+    assert image == pytest.approx(max(held_out["image_scores"]))
+    assert pixel == pytest.approx(max(held_out["map_max"]))
+    assert model.thresholds(0.5)[0] == pytest.approx(np.median(held_out["image_scores"]))
     assert model.thresholds(threshold=3.0)[0] == 3.0
     with pytest.raises(ValueError, match="quantile"):
         model.thresholds(1.5)
+    # without held-out scores (calibration_folds=0) the final model's in-sample scores are used
+    torch.save(bundle | {"held_out_scores": None}, tmp_path / "in_sample.model.pt")
+    fallback = predict.load_model(tmp_path / "in_sample.model.pt")
+    assert fallback.calibration == "in-sample"
+    assert fallback.thresholds()[0] == pytest.approx(max(bundle["train_scores"]["image_scores"]))
+
+
+def test_calibration_folds_partition_the_training_images():
+    from adbench.data import Sample
+    from adbench.runner import calibration_folds
+
+    samples = [Sample(f"/t/{i:03d}.png", 0, None, "good", "c", "train") for i in range(23)]
+    folds = calibration_folds(list(reversed(samples)), 5, seed=3)
+    assert sorted(len(f) for f in folds) == [4, 4, 5, 5, 5]
+    assert sorted(s.image_path for f in folds for s in f) == [s.image_path for s in samples]
+    assert folds == calibration_folds(samples, 5, seed=3)  # order-independent, seeded
+    assert folds != calibration_folds(samples, 5, seed=4)
 
 
 def test_cli(saved, toy_root, tmp_path):

@@ -201,38 +201,47 @@ def test_kill_while_writing_leaves_no_partial_record_or_csv(tmp_path, where):
     assert len(rebuilt) == len(records)
 
 
-def _hydra(overrides: list[str]):
+@pytest.fixture()
+def hydra_config():
+    """compose(overrides) → the full config (hydra node included), inside one Hydra initialisation."""
     with initialize_config_module(config_module="adbench.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        yield lambda overrides: compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
-def test_experiment_presets():
+def test_experiment_presets(hydra_config):
     from adbench.datasets.mvtec import MVTEC_CATEGORIES
     from adbench.datasets.toy import TOY_CATEGORIES, TOY_TARGET
     from adbench.datasets.visa import VISA_CATEGORIES
 
-    toy = _hydra(["+experiment=toy"])
+    toy = hydra_config(["+experiment=toy"])
     params = toy.hydra.sweeper.params
     assert toy.hydra.mode.name == "MULTIRUN" and toy.data.name == "toy"
     assert toy.backbone.name == "efficientnet_lite0"
     assert params["data.category"].split(",") == list(TOY_CATEGORIES)
     assert all(m == "patchcore" or m == "padim" or m.endswith("_cpu") for m in params["method"].split(","))
     for name, categories in (("paper_mvtec", MVTEC_CATEGORIES), ("paper_visa", VISA_CATEGORIES)):
-        cfg = _hydra([f"+experiment={name}"])
+        cfg = hydra_config([f"+experiment={name}"])
         assert cfg.backbone.name == "wide_resnet50_2.tv_in1k"
         assert cfg.hydra.sweeper.params["data.category"].split(",") == list(categories)
         assert "patchcore" in cfg.hydra.sweeper.params["method"].split(",")
-    sources = {d: _hydra(["+experiment=fewshot", f"data={d}"]).source for d in ("mvtec", "visa", "btad")}
+    sources = {d: hydra_config(["+experiment=fewshot", f"data={d}"]).source
+               for d in ("mvtec", "visa", "btad")}
     assert sources == {"mvtec": "visa", "visa": "mvtec", "btad": "mvtec"}  # ResAD Table 1 settings
-    few = _hydra(["+experiment=toy_fewshot"])
+    named = {}  # every method a preset names exists and composes with that preset
+    for name in ("toy", "toy_fewshot", "paper_mvtec", "paper_visa", "fewshot"):
+        for method in hydra_config([f"+experiment={name}"]).hydra.sweeper.params["method"].split(","):
+            named.setdefault(method, name)
+    for method, name in named.items():
+        assert hydra_config([f"+experiment={name}", f"method={method}"]).method.name
+    few = hydra_config(["+experiment=toy_fewshot"])
     assert few.protocol == "few_shot" and few.source == "toy" and few.shots == 4
     assert few.data.category.split(",") == list(TOY_TARGET)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "submitit_slurm"])
-def test_launcher_presets_name_real_launchers(launcher):
+def test_launcher_presets_name_real_launchers(hydra_config, launcher):
     import importlib
 
-    cfg = _hydra([f"hydra/launcher={launcher}"])
+    cfg = hydra_config([f"hydra/launcher={launcher}"])
     module, _, name = cfg.hydra.launcher._target_.rpartition(".")
     assert hasattr(importlib.import_module(module), name)
