@@ -249,7 +249,8 @@ class _BlockedSampler:
         self.index = source[order]
         # [x, 1] rows: one matmul with [-2 c, ||c||^2] rows gives ||c||^2 - 2 x.c without a bias pass.
         self.x_one = torch.ones(len(source), dim + 1, device=x.device)
-        self.x = torch.index_select(x, 0, self.index, out=self.x_one[:, :dim])
+        self.x = self.x_one[:, :dim]
+        self.x[:] = x.index_select(0, self.index)
         self.sq = torch.linalg.vector_norm(self.x, dim=1).square_()
         self.anchor = anchor[self.index].masked_fill_(order >= self.n_points, -float("inf"))
         blocks = self.x.view(n_blocks, self.size, dim)
