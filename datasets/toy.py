@@ -37,6 +37,10 @@ renamed into place; the marker file ``.toy_version`` records :data:`TOY_VERSION`
 and a mismatch regenerates the tree. Options: ``image_size``, ``n_train``, ``n_test_good``,
 ``n_test_defect``, plus those of :class:`~adbench.datasets.folder.FolderDataset`.
 
+``toy_dev`` is a second, independent draw (seed 1, root ``$ADBENCH_DATA/toy_dev``) of the same
+categories. The CPU presets' budgets are chosen on toy_dev, and their numbers are reported on toy,
+so no choice looks at the toy test images.
+
 Source/target split for few-shot protocols (:data:`TOY_SOURCE`, :data:`TOY_TARGET`): each group
 holds two textures and two structured pictures, one colour category each, and no category is in
 both, so a model trained on the source group meets unseen categories in the target group.
@@ -235,7 +239,8 @@ def _save(arr: np.ndarray, path: Path) -> None:
 
 
 def _generate_category(folder: Path, category: str, params: dict[str, int]) -> None:
-    rng = np.random.default_rng(zlib.crc32(category.encode()))
+    key = zlib.crc32(category.encode())
+    rng = np.random.default_rng(key if params["seed"] == 0 else [key, params["seed"]])
     picture = _source_picture(category)
     size = params["image_size"]
     for i in range(params["n_train"]):
@@ -255,9 +260,17 @@ def _generate_category(folder: Path, category: str, params: dict[str, int]) -> N
 
 
 def generate_toy(
-    root: str | Path, image_size: int = 128, n_train: int = 40, n_test_good: int = 12, n_test_defect: int = 18
+    root: str | Path,
+    image_size: int = 128,
+    n_train: int = 40,
+    n_test_good: int = 12,
+    n_test_defect: int = 18,
+    seed: int = 0,
 ) -> Path:
     """Generate the toy tree at ``root`` unless its marker already matches; return ``root``.
+
+    ``seed`` 0 is the toy set; any other value draws an independent set of the same kind (other
+    crops and defects), such as ``toy_dev``.
 
     Generation happens in a temporary sibling folder renamed into place, so an interrupted run
     leaves no half tree. An existing ``root`` is replaced only if it is empty or an older toy tree.
@@ -268,8 +281,10 @@ def generate_toy(
         "n_train": int(n_train),
         "n_test_good": int(n_test_good),
         "n_test_defect": int(n_test_defect),
+        "seed": int(seed),
     }
-    stamp = json.dumps({"version": TOY_VERSION, **params}, sort_keys=True)
+    stamp_params = {k: v for k, v in params.items() if k != "seed" or v != 0}  # seed 0: the original stamp
+    stamp = json.dumps({"version": TOY_VERSION, **stamp_params}, sort_keys=True)
     marker = root / MARKER
     if marker.is_file() and marker.read_text() == stamp:
         return root
@@ -303,6 +318,7 @@ class ToyDataset(FolderDataset):
     """The generated toy dataset (default root ``$ADBENCH_DATA/toy``); see the module docstring."""
 
     default_root = "toy"
+    seed = 0
     known_categories = TOY_CATEGORIES
     masks_required = True
     source_target_split = (TOY_SOURCE, TOY_TARGET)
@@ -310,4 +326,14 @@ class ToyDataset(FolderDataset):
     def prepare(self, category: str) -> None:
         """Generate the tree (all categories) if it is missing or was made by another generator version."""
         keys = ("image_size", "n_train", "n_test_good", "n_test_defect")
-        generate_toy(self.root, **{k: int(self.options[k]) for k in keys if k in self.options})
+        options = {k: int(self.options[k]) for k in keys if k in self.options}
+        generate_toy(self.root, seed=self.seed, **options)
+
+
+@register_dataset("toy_dev")
+class ToyDevDataset(ToyDataset):
+    """A second, independent draw of the toy set (seed 1, default root ``$ADBENCH_DATA/toy_dev``):
+    CPU presets are chosen on it, so no choice ever looks at the toy set's test images."""
+
+    default_root = "toy_dev"
+    seed = 1

@@ -325,6 +325,19 @@ def test_toy_is_deterministic_and_versioned(toy_root: Path, tmp_path: Path) -> N
         generate_toy(tmp_path / "mine")
 
 
+def test_toy_dev_is_an_independent_draw(toy_root: Path, tmp_path: Path) -> None:
+    dev = build("toy_dev", tmp_path / "dev", **TOY_OPTIONS)
+    assert dev.categories() == list(TOY_CATEGORIES)
+    for name in ("brick", "cat"):
+        pairs = zip(build("toy", toy_root, **TOY_OPTIONS).load(name).train, dev.load(name).train)
+        assert all(Path(a.image_path).read_bytes() != Path(b.image_path).read_bytes() for a, b in pairs)
+    again = generate_toy(tmp_path / "again", seed=1, **TOY_OPTIONS)
+    first = tmp_path / "dev" / "cat" / "test" / "hole" / "000.png"
+    assert (again / "cat" / "test" / "hole" / "000.png").read_bytes() == first.read_bytes()
+    assert '"seed": 1' in (again / ".toy_version").read_text()
+    assert "seed" not in (toy_root / ".toy_version").read_text()  # seed 0 keeps the toy stamp
+
+
 @pytest.mark.parametrize("kind", DEFECTS)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_toy_defect_masks_are_exact(kind: str, channels: int) -> None:
