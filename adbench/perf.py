@@ -11,14 +11,23 @@ import pkgutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 import adbench
 from adbench.data import Category, iterate_batches
-from adbench.method import Context
-from adbench.runner import PeakMemory
+from adbench.method import Context, Method
+from adbench.runner import (
+    PeakMemory,
+    build_context,
+    build_method,
+    load_categories,
+    predict_category,
+    resolve_device,
+)
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -62,6 +71,43 @@ def report(name: str, values: dict[str, float | str]) -> None:
 
 def peak_memory(device: torch.device) -> PeakMemory:
     return PeakMemory(device)
+
+
+@dataclass
+class Bench:
+    """One method set up on one category for a benchmark (see :func:`prepare`)."""
+
+    cfg: DictConfig
+    category: Category
+    device: torch.device
+    method: Method
+    ctx: Context
+    floor_ms: float
+
+
+def prepare(method_name: str, overrides: list[str], category: str = "brick") -> Bench:
+    """``method_name`` built for the toy ``category`` (``overrides`` on top), with its context and
+    the backbone floor (ms per test image)."""
+    cfg = compose([f"method={method_name}", "data=toy", f"data.category={category}", "progress=false",
+                   *overrides])
+    (cat,) = load_categories(cfg)
+    device = resolve_device(cfg.device)
+    method = build_method(cfg).to(device)
+    ctx = build_context(cfg, method, cat, device)
+    return Bench(cfg, cat, device, method, ctx, backbone_floor_ms(ctx, cat))
+
+
+def fit_and_predict(bench: Bench) -> tuple[float, dict[str, Any], float]:
+    """Fit, then predict the test images, under :class:`PeakMemory` → (fit seconds, predictions as
+    :func:`adbench.runner.predict_category` returns them, peak RSS in MB)."""
+    with PeakMemory(bench.device) as memory:
+        start = time.perf_counter()
+        bench.method.train()
+        bench.method.fit(bench.ctx)
+        fit_s = time.perf_counter() - start
+        bench.method.eval()
+        out = predict_category(bench.method, bench.ctx)
+    return fit_s, out, memory.peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,13 +17,12 @@ from pathlib import Path
 import torch
 
 from adbench.features import FeatureExtractor, memory_tier
-from adbench.perf import backbone_floor_ms, compose, report
+from adbench.perf import backbone_floor_ms, compose, fit_and_predict, prepare, report
 from adbench.runner import (
     PeakMemory,
     build_context,
     build_method,
     load_categories,
-    predict_category,
     resolve_device,
 )
 
@@ -70,21 +69,10 @@ def cache_tiers(category: str = "brick") -> None:
 
 def method_timings(method_name: str, overrides: list[str], category: str = "brick") -> None:
     """Fit and inference of one method with warm features, next to the backbone floor."""
-    cfg = compose([f"method={method_name}", "data=toy", f"data.category={category}", "progress=false",
-                   *overrides])
-    (cat,) = load_categories(cfg)
-    device = resolve_device(cfg.device)
-    method = build_method(cfg).to(device)
-    ctx = build_context(cfg, method, cat, device)
-    floor = backbone_floor_ms(ctx, cat)
-    _extract_all(ctx.features, ctx, cat)  # warm: the fit below reads cached features
-    with PeakMemory(device) as memory:
-        start = time.perf_counter()
-        method.train()
-        method.fit(ctx)
-        fit_s = time.perf_counter() - start
-        method.eval()
-        out = predict_category(method, ctx)
+    bench = prepare(method_name, overrides, category)
+    cfg, cat, floor = bench.cfg, bench.category, bench.floor_ms
+    _extract_all(bench.ctx.features, bench.ctx, cat)  # warm: the fit below reads cached features
+    fit_s, out, peak_rss_mb = fit_and_predict(bench)
     infer_ms = 1000 * out["infer_s"] / len(cat.test)
     values: dict[str, float | str] = {"n_train": len(cat.train), "backbone_floor_ms_per_img": floor,
                                       "fit_s": fit_s}
@@ -92,7 +80,7 @@ def method_timings(method_name: str, overrides: list[str], category: str = "bric
     if "sub_epochs" in params:
         values["s_per_sub_epoch"] = fit_s / (params.meta_epochs * params.sub_epochs)
     values.update({"infer_ms_per_img(cached feats)": infer_ms, "infer_vs_floor": infer_ms / floor,
-                   "peak_rss_mb": memory.peak_rss_mb})
+                   "peak_rss_mb": peak_rss_mb})
     report(f"{method_name} toy/{category} {' '.join(overrides)}".strip(), values)
 
 

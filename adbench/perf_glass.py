@@ -10,49 +10,27 @@ the backbone, and peak RSS. ``epochs`` is cut to 1 here: a benchmark, not a trai
 from __future__ import annotations
 
 import tempfile
-import time
 
-from adbench.perf import backbone_floor_ms, compose, report
-from adbench.runner import (
-    PeakMemory,
-    build_context,
-    build_method,
-    load_categories,
-    predict_category,
-    resolve_device,
-)
+from adbench.perf import fit_and_predict, prepare, report
+from adbench.runner import predict_category
 
 
 def main(category: str = "brick", method: str = "glass_cpu") -> None:
     cache_dir = tempfile.mkdtemp(prefix="adbench-perf-cache-")  # a cold disk tier
-    cfg = compose([f"method={method}", "data=toy", f"data.category={category}", "progress=false",
-                   "method.params.epochs=1", f"cache.dir={cache_dir}"])
-    (cat,) = load_categories(cfg)
-    device = resolve_device(cfg.device)
-    model = build_method(cfg).to(device)
-    ctx = build_context(cfg, model, cat, device)
-    floor = backbone_floor_ms(ctx, cat)
-    with PeakMemory(device) as memory:
-        start = time.perf_counter()
-        model.train()
-        model.fit(ctx)
-        fit_s = time.perf_counter() - start
-        model.eval()
-        out = predict_category(model, ctx)
-    infer_ms = 1000 * out["infer_s"] / len(cat.test)
+    bench = prepare(method, ["method.params.epochs=1", f"cache.dir={cache_dir}"], category)
+    fit_s, out, peak_rss_mb = fit_and_predict(bench)
+    model, floor, params = bench.method, bench.floor_ms, bench.cfg.method.params
+    infer_ms = 1000 * out["infer_s"] / len(bench.category.test)
     steps = int(model.timings["steps"])
     report(f"{method} toy/{category}", {
-        "resolution": int(cfg.method.image.crop),
-        "dims": f"{cfg.method.params.target_dim}/{cfg.method.params.dsc_hidden}",
+        "resolution": int(bench.cfg.method.image.crop), "dims": f"{params.target_dim}/{params.dsc_hidden}",
         "backbone_floor_ms_per_img": floor, "train_step_ms": model.timings["step_ms"],
         "synthesis_ms_per_step": 1000 * model.timings["synthesis_s"] / max(steps, 1),
         "step_vs_floor(8 img)": model.timings["step_ms"] / (8 * floor), "fit_s(1 epoch)": fit_s,
         "infer_ms_per_img(cached feats)": infer_ms, "infer_vs_floor": infer_ms / floor,
-        "peak_rss_mb": memory.peak_rss_mb,
+        "peak_rss_mb": peak_rss_mb,
     })
-    ctx.features.memory.clear()
-    ctx.features.disk = None  # no disk tier either: the backbone runs on every test image
-    out = predict_category(model, ctx)
-    cold = 1000 * out["infer_s"] / len(cat.test)
+    bench.ctx.features.enabled = False  # cold: the backbone runs for every test image
+    cold = 1000 * predict_category(model, bench.ctx)["infer_s"] / len(bench.category.test)
     report(f"{method} toy/{category} cold",
            {"infer_ms_per_img(backbone incl.)": cold, "infer_vs_floor": cold / floor})
