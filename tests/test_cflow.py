@@ -26,21 +26,7 @@ TINY_CFLOW = ["method=cflow_cpu", "method.params.meta_epochs=1", "method.params.
               "method.params.fiber_batch=32", "method.params.image_batch=8", "method.params.n_blocks=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: the CPU is shared, and oversubscribed threads make these tests ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).categories()
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_positional_encoding_matches_the_formula():

@@ -4,7 +4,6 @@ upsampling and GradCAM against literal computations, and tiny end-to-end runs.""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,15 +26,6 @@ from adbench.synthesis.cutpaste import (
     sample_scar_params,
     scar,
 )
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).load("brick")
-    return root
 
 
 @pytest.mark.parametrize("side", [64, 256])

@@ -4,7 +4,6 @@ synthesis rules, masks that keep their defect pixels after resizing, and a tiny 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,15 +21,6 @@ from adbench.losses import ssim, ssim_loss
 from adbench.perf import compose
 from adbench.runner import run
 from adbench.synthesis.draem import DraemSynthesis
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).load("brick")
-    return root
 
 
 def literal_ssim(

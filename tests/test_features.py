@@ -17,13 +17,8 @@ TRANSFORM = ImageTransform(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0
 DEVICE = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: the CPU is shared, and oversubscribed threads make these tests ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def backbones() -> dict[str, object]:

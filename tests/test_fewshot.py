@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from adbench.datasets.toy import TOY_SOURCE, TOY_TARGET
 
 from adbench.data import Category, DataError, Sample
@@ -15,25 +14,7 @@ from adbench.runner import _attach_few_shot, config_hash, load_categories, run
 TINY = ["method.image.resize=32", "method.image.crop=32", "progress=false", "batch_size=16"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread in these tests: on a shared, oversubscribed CPU two OpenMP threads are ~20x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-SMALL_TOY = {"image_size": 64, "n_train": 10, "n_test_good": 4, "n_test_defect": 6}
-
-
-@pytest.fixture(scope="session")
-def small_toy(tmp_path_factory) -> list[str]:
-    """Overrides selecting a small toy tree (10 train, 4 good + 6 defective test images, 64 px)."""
-    from adbench.datasets.toy import generate_toy
-
-    root = generate_toy(tmp_path_factory.mktemp("data") / "toy", **SMALL_TOY)
-    return ["data=toy", f"data.root={root}", *(f"+data.{k}={v}" for k, v in SMALL_TOY.items())]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(n: int, category: str = "widget") -> list[Sample]:

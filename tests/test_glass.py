@@ -28,15 +28,6 @@ def small_glass(hypersphere: bool = False, **kwargs) -> GLASS:
     return method
 
 
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).load("brick")
-    return root
-
-
 def test_project_clamps_into_the_band():
     torch.manual_seed(0)
     method = small_glass()

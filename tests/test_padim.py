@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,21 +25,7 @@ TINY = ["method=padim", "data=toy", "method.image.resize=32", "method.image.crop
         "batch_size=16", "cache.dir=null"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: the CPU is shared, and oversubscribed threads make these tests ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).categories()
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_incremental_covariance_equals_numpy():

@@ -4,7 +4,6 @@ with a threshold computed from training images only."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,15 +14,6 @@ from PIL import Image
 from adbench import predict
 from adbench.perf import compose
 from adbench.runner import run
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).categories()
-    return root
 
 
 @pytest.fixture(scope="module")

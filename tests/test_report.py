@@ -262,15 +262,6 @@ def test_roc_points_give_the_metrics_auroc():
     assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(scores, labels), abs=1e-12)
 
 
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).categories()
-    return root
-
-
 def test_report_on_toy_runs(toy_root, tmp_path):
     from adbench.perf import compose
     from adbench.runner import run

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from adbench.leaderboard import main as leaderboard_main
 from adbench.perf import compose
@@ -16,16 +15,6 @@ from adbench.results import LEADERBOARD_COLUMNS
 from adbench.runner import config_hash, run
 
 TINY = ["method.image.resize=64", "method.image.crop=64", "progress=false", "batch_size=16"]
-
-
-@pytest.fixture(scope="session")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    family = build("toy", root)
-    family.categories()
-    return root
 
 
 def test_patchcore_toy_end_to_end(toy_root, tmp_path):

@@ -33,15 +33,6 @@ TINY = ["method.image.resize=32", "method.image.crop=32", "progress=false", "thr
 SUMMARY = "+hydra.callbacks.summary._target_=adbench.sweep.SweepSummary"
 
 
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    from adbench.datasets import build
-
-    root = tmp_path_factory.mktemp("data") / "toy"
-    build("toy", root).categories()
-    return root
-
-
 @pytest.fixture(autouse=True)
 def _keep_threads():
     threads = torch.get_num_threads()
