@@ -9,7 +9,10 @@ Tier 1 keeps fp16 tensors in the run's device memory (GPU when present), LRU, bo
 ``max_gb``; it lives for the whole process, so the methods of a Hydra multirun share it.
 Tier 2 keeps one file per entry under ``cache_dir`` (fp16, read memory-mapped, written atomically
 through a temporary file + rename); every file carries its shape, byte count and a CRC-32 of the
-payload, and a truncated or corrupt file is deleted and recomputed, never loaded.
+payload, and a truncated or corrupt file is deleted and recomputed, never loaded. With
+``max_disk_gb`` the tier is bounded: a hit refreshes the file's mtime, and when the files exceed the
+bound the least recently used are deleted down to 90 % of it (processes sharing the folder each
+rescan it before deleting, so the bound holds approximately while they write at once).
 
 On a miss, the extractor computes the union of the method's layers and ``cache_layers`` (default
 layer1..layer4) in one backbone pass, so methods with different layer lists (PatchCore layer2+3,
@@ -124,8 +127,38 @@ class DiskTier:
     crc32 of the payload) padded to 64 bytes, then the raw fp16 payload (C order).
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, max_bytes: int | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.max_bytes = max_bytes
+        self._used: int | None = None  # bytes under root, known after the first scan
+
+    def entries(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size in bytes, path) of every entry file, oldest first."""
+        found = []
+        for path in self.root.glob("??/*.feat"):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            found.append((stat.st_mtime, stat.st_size, path))
+        return sorted(found)
+
+    def prune(self) -> int:
+        """Delete the least recently used entries until they take at most 90 % of ``max_bytes``;
+        returns the bytes deleted (0 without a bound)."""
+        entries = self.entries()
+        used, freed = sum(size for _, size, _ in entries), 0
+        target = 0.9 * self.max_bytes if self.max_bytes is not None else float("inf")
+        for _, size, path in entries:
+            if used <= target:
+                break
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                continue
+            used, freed = used - size, freed + size
+        self._used = used
+        return freed
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.feat"
@@ -154,6 +187,11 @@ class DiskTier:
         payload = np.memmap(path, dtype=np.float16, mode="r", offset=offset, shape=shape)
         if zlib.crc32(payload) != int(header.get("crc32", -1)):
             raise ValueError(f"{path}: checksum mismatch")
+        if self.max_bytes is not None:
+            try:
+                os.utime(path)  # recently used: pruned last
+            except OSError:
+                pass
         return np.array(payload)
 
     def put(self, key: str, array: np.ndarray) -> None:
@@ -174,6 +212,13 @@ class DiskTier:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if self.max_bytes is not None:
+            if self._used is None:
+                self._used = sum(size for _, size, _ in self.entries())
+            else:
+                self._used += path.stat().st_size
+            if self._used > self.max_bytes:
+                self.prune()
 
     def discard(self, key: str) -> None:
         """Delete an entry (a damaged one); an undeletable file is left to be overwritten."""
@@ -212,6 +257,7 @@ class FeatureExtractor:
         enabled: bool = True,
         max_gb: float = 4.0,
         cache_dir: str | os.PathLike | None = None,
+        max_disk_gb: float | None = None,
         cache_layers: Sequence[str] = (),
         backbone_factory: Callable[[list[str]], Backbone] | None = None,
     ) -> None:
@@ -220,7 +266,8 @@ class FeatureExtractor:
         self.device = device
         self.enabled = enabled
         self.memory = memory_tier(device, max_gb) if enabled else None
-        self.disk = DiskTier(cache_dir) if enabled and cache_dir else None
+        disk_bytes = None if max_disk_gb is None else int(max_disk_gb * 2**30)
+        self.disk = DiskTier(cache_dir, disk_bytes) if enabled and cache_dir else None
         self.stats = CacheStats()
         shared = enabled and backbone_factory is not None
         self.extract_layers = self._union_layers(cache_layers) if shared else self.layers

@@ -143,7 +143,8 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
     if getattr(method, "uses_backbone", False):
         features = FeatureExtractor(
             backbone, transform, device, enabled=bool(cfg.cache.enabled), max_gb=float(cfg.cache.max_gb),
-            cache_dir=cfg.cache.get("dir"), cache_layers=list(cfg.cache.get("layers") or []),
+            cache_dir=cfg.cache.get("dir"), max_disk_gb=cfg.cache.get("max_disk_gb"),
+            cache_layers=list(cfg.cache.get("layers") or []),
             backbone_factory=functools.partial(
                 build_backbone, cfg.backbone.name, weights=cfg.backbone.get("weights"),
                 hub=bool(cfg.backbone.get("hub", True)),

@@ -201,3 +201,23 @@ def test_disk_roundtrip_is_fp16_and_memory_mappable(tmp_path):
     np.testing.assert_array_equal(tier.get("ab" + "0" * 62), array)
     assert tier.get("cd" + "0" * 62) is None
 
+
+
+def test_bounded_disk_tier_deletes_least_recently_used(tmp_path):
+    array = np.zeros((1000,), dtype=np.float16)  # 2000 payload bytes + a 64-byte-aligned header
+    probe = DiskTier(tmp_path / "probe")
+    probe.put("00" * 32, array)
+    entry = probe.path("00" * 32).stat().st_size
+    tier = DiskTier(tmp_path / "bounded", max_bytes=int(4.5 * entry))  # room for 4 entries
+    keys = [f"{i:02d}" * 32 for i in range(1, 7)]
+    for i, key in enumerate(keys[:4]):
+        tier.put(key, array + i)
+        os.utime(tier.path(key), (1000 + i, 1000 + i))  # distinct ages: keys[0] oldest
+    assert tier.get(keys[0]) is not None  # a hit makes keys[0] the most recently used
+    tier.put(keys[4], array)  # 5 entries > bound → prune to ≤ 90 % (4 entries): keys[1] goes
+    stored = {p.stem for p in (tmp_path / "bounded").rglob("*.feat")}
+    assert stored == {keys[0], keys[2], keys[3], keys[4]}
+    assert sum(p.stat().st_size for p in (tmp_path / "bounded").rglob("*.feat")) <= 4.5 * entry
+    tier.put(keys[5], array)
+    assert tier.get(keys[1]) is None and tier.get(keys[5]) is not None and len(tier.entries()) == 4
+    assert DiskTier(tmp_path / "probe").prune() == 0  # no bound: nothing deleted
