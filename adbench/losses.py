@@ -87,8 +87,8 @@ def ssim(
     128 → 255 else 1, minus (−1 if min < −0.5 else 0). Returns a scalar (mean of the SSIM map).
     """
     if value_range is None:
-        high = 255.0 if float(img1.max()) > 128 else 1.0
-        low = -1.0 if float(img1.min()) < -0.5 else 0.0
+        high = 255.0 if img1.max().item() > 128 else 1.0
+        low = -1.0 if img1.min().item() < -0.5 else 0.0
         value_range = high - low
     channels = img1.shape[1]
     window = gaussian_window(window_size, sigma).to(img1.device, img1.dtype)

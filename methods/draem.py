@@ -181,7 +181,7 @@ class Draem(Method):
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        return float(loss)
+        return loss.item()
 
     def fit(self, ctx: Context) -> None:
         train = torch.cat([b.images for b in ctx.train_batches()]).to(ctx.device)
