@@ -246,6 +246,8 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         record["n_params"] = method.n_params()
         record.update({f"timing_{k}": round(v, 3) for k, v in getattr(method, "timings", {}).items()})
         record.update({f"info_{k}": str(v) for k, v in getattr(method, "info", {}).items()})
+        if getattr(method, "loss_history", None):  # training loss per epoch: judge a budget without test data
+            record["train_loss"] = [round(float(v), 6) for v in method.loss_history]
         if ctx.features is not None:
             record.update(ctx.features.stats.as_dict())
         has_masks = category.has_masks

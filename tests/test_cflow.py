@@ -187,6 +187,8 @@ def test_sweep_extracts_each_image_once(toy_root, tmp_path):
     assert first["cache_misses"] == 70 and first["extract_s"] > 0
     for record in (second, third):
         assert record["cache_misses"] == 0 and record["extract_s"] == 0.0 and record["cache_hits"] >= 70
+    assert len(third["train_loss"]) == 1 and math.isfinite(third["train_loss"][0])  # CFlow's loss curve
+    assert "train_loss" not in first  # PatchCore does not train
     memory_tier(torch.device("cpu"), 1.0).clear()
     (again,) = run(compose([*common, "method=padim", "force=true"]))
     assert again["cache_misses"] == 0 and again["cache_disk_hits"] == 70
