@@ -385,7 +385,9 @@ class GLASS(Method):
         self.timings["setup_s"] = time.perf_counter() - start
         synth_s, steps, history = 0.0, 0, []
         start = time.perf_counter()
+        self.loss_history: list[float] = []  # mean training loss per epoch
         for epoch in tqdm(range(self.epochs), desc="glass: epochs", disable=not ctx.progress, leave=False):
+            first_step = steps
             self.adaptor.eval()
             center = self._center(ctx)
             self.adaptor.train()
@@ -405,6 +407,7 @@ class GLASS(Method):
                 seen += batch.images.shape[0]
                 if seen > self.samples_per_epoch:
                     break
+            self.loss_history.append(float(np.mean([h["loss"] for h in history[first_step:]])))
         self.timings.update(
             {
                 "train_s": time.perf_counter() - start,

@@ -161,6 +161,7 @@ def test_glass_toy_end_to_end_through_the_runner(toy_root, tmp_path):
     assert record["status"] == "ok", record.get("traceback")
     assert 0.0 <= record["image_auroc"] <= 1.0 and 0.0 <= record["pixel_auroc"] <= 1.0
     assert record["timing_steps"] == 5 and record["timing_step_ms"] > 0  # 40 images, limit 392, batch 8
+    assert len(record["train_loss"]) == 1 and record["train_loss"][0] > 0  # one epoch: its mean loss
     assert record["eval_resolution"] == 32 and record["n_params"] > 0
 
 
