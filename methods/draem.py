@@ -199,14 +199,17 @@ class Draem(Method):
         steps_per_epoch = math.ceil(n / self.batch_size)
         self.train()
         synth_s, start = 0.0, time.perf_counter()
+        self.loss_history: list[float] = []  # mean training loss per epoch
         for _ in tqdm(range(self.epochs), desc="draem: epochs", disable=not ctx.progress, leave=False):
+            losses = []
             for step in range(steps_per_epoch):
                 size = min(self.batch_size, n - step * self.batch_size)  # last batch of an epoch is smaller
                 tick = time.perf_counter()
                 chosen = torch.randint(0, n, (size,), generator=generator)  # sampled with replacement
                 batch = synthesis(train[chosen.to(ctx.device)], generator)
                 synth_s += time.perf_counter() - tick
-                self.train_step(batch, optimiser)
+                losses.append(self.train_step(batch, optimiser))
+            self.loss_history.append(sum(losses) / len(losses))
             schedule.step()
         self.timings.update(train_s=time.perf_counter() - start, synthesis_s=synth_s)
 

@@ -176,6 +176,7 @@ def test_draem_end_to_end_tiny(toy_root, tmp_path):
     assert record["status"] == "ok", record.get("traceback")
     assert record["eval_resolution"] == 32 and 0.0 <= record["pixel_auroc"] <= 1.0
     assert record["backbone"] == "none" and record["timing_train_s"] > 0
+    assert len(record["train_loss"]) == record["config"]["method"]["params"]["epochs"]
     assert record["info_synthesis"].startswith("builtin-v")
     assert "image weight U[0.0, 0.8]" in record["info_synthesis"]
     bad = run(compose([*overrides, "method.image.resize=48", "method.image.crop=48", "force=true"]))[0]
