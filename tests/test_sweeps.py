@@ -236,3 +236,17 @@ def test_launcher_presets_name_real_launchers(hydra_config, launcher):
     cfg = hydra_config([f"hydra/launcher={launcher}"])
     module, _, name = cfg.hydra.launcher._target_.rpartition(".")
     assert hasattr(importlib.import_module(module), name)
+
+
+METHOD_PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "method").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", METHOD_PRESETS)
+def test_every_method_preset_composes_and_builds(hydra_config, preset):
+    """Each conf/method/*.yaml composes, names a registered method and a variant, and builds."""
+    from adbench.registry import list_methods
+    from adbench.runner import build_method
+
+    cfg = hydra_config([f"method={preset}", "data=toy"])
+    assert cfg.method.name in list_methods() and cfg.method.variant
+    assert build_method(cfg) is not None
