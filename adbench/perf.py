@@ -24,6 +24,7 @@ from adbench.runner import (
     PeakMemory,
     build_context,
     build_method,
+    fit_method,
     load_categories,
     predict_category,
     resolve_device,
@@ -101,11 +102,7 @@ def fit_and_predict(bench: Bench) -> tuple[float, dict[str, Any], float]:
     """Fit, then predict the test images, under :class:`PeakMemory` → (fit seconds, predictions as
     :func:`adbench.runner.predict_category` returns them, peak RSS in MB)."""
     with PeakMemory(bench.device) as memory:
-        start = time.perf_counter()
-        bench.method.train()
-        bench.method.fit(bench.ctx)
-        fit_s = time.perf_counter() - start
-        bench.method.eval()
+        fit_s = fit_method(bench.method, bench.ctx)
         out = predict_category(bench.method, bench.ctx)
     return fit_s, out, memory.peak_rss_mb
 

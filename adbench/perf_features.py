@@ -22,6 +22,7 @@ from adbench.runner import (
     PeakMemory,
     build_context,
     build_method,
+    fit_method,
     load_categories,
     resolve_device,
 )
@@ -107,9 +108,7 @@ def padim_memory(n_images: int = 200, channels: int = 550) -> None:
         method = build_method(cfg).to(device)
         ctx = build_context(cfg, method, cat, device)
         with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            method.fit(ctx)
-            fit_s = time.perf_counter() - start
+            fit_s = fit_method(method, ctx)
         report(f"padim memory {n_images} imgs 224px d={channels}", {
             "fit_s": fit_s, "peak_rss_mb": memory.peak_rss_mb, "peak_gpu_mb": memory.peak_gpu_mb,
             "model_mb": (method.precision.numel() + method.mean.numel()) * 4 / 2**20,

@@ -5,8 +5,6 @@ Takes minutes on a CPU (the source model is trained once; every target reuses it
 
 from __future__ import annotations
 
-import time
-
 from adbench.datasets.toy import TOY_TARGET
 from adbench.metrics import evaluate
 from adbench.perf import backbone_floor_ms, compose, report
@@ -16,6 +14,7 @@ from adbench.runner import (
     _attach_few_shot,
     build_context,
     build_method,
+    fit_method,
     load_categories,
     predict_category,
     resolve_device,
@@ -43,11 +42,7 @@ def run_method(method_name: str, extra: list[str] | None = None) -> dict[str, fl
         _attach_few_shot(cfg, method, cat, ctx, {})
         floor = backbone_floor_ms(ctx, cat)
         with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            method.train()
-            method.fit(ctx)
-            fit_s = time.perf_counter() - start
-            method.eval()
+            fit_s = fit_method(method, ctx)
             ctx.features.enabled = False  # cold: the backbone runs for every test image
             cold = predict_category(method, ctx)
             ctx.features.enabled = True

@@ -157,6 +157,16 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
     )
 
 
+def fit_method(method: Method, ctx: Context) -> float:
+    """Fit ``method`` in training mode on ``ctx``, leave it in eval mode; returns the fit seconds."""
+    method.train()
+    start = time.perf_counter()
+    method.fit(ctx)
+    seconds = time.perf_counter() - start
+    method.eval()
+    return seconds
+
+
 def predict_category(method: Method, ctx: Context, samples: list[Sample] | None = None) -> dict[str, Any]:
     """Run the fitted method once over ``samples`` (default: the test set); maps at the evaluation
     resolution."""
@@ -234,11 +244,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         if ctx.features is not None:
             record["weights"] = ctx.features.backbone.weights.tag
         with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            method.train()
-            method.fit(ctx)
-            record["fit_s"] = round(time.perf_counter() - start, 3)
-            method.eval()
+            record["fit_s"] = round(fit_method(method, ctx), 3)
             out = predict_category(method, ctx)
         record["infer_ms_per_img"] = round(1000 * out["infer_s"] / max(len(category.test), 1), 3)
         record["peak_rss_mb"] = round(memory.peak_rss_mb, 1)
@@ -303,13 +309,12 @@ def held_out_scores(
         return None
     parts: dict[str, list[Any]] = {"paths": [], "image_scores": [], "anomaly_maps": []}
     for fold in calibration_folds(category.train, folds, int(cfg.seed)):
-        kept = [s for s in category.train if s not in fold]
+        held = {s.image_path for s in fold}
+        kept = [s for s in category.train if s.image_path not in held]
         seed_everything(int(cfg.seed))
         method = build_method(cfg).to(device)
         ctx = build_context(cfg, method, dataclasses.replace(category, train=kept), device)
-        method.train()
-        method.fit(ctx)
-        method.eval()
+        fit_method(method, ctx)
         out = predict_category(method, ctx, fold)
         parts["paths"] += out["paths"]
         parts["image_scores"].append(out["image_scores"])
