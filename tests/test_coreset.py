@@ -117,9 +117,16 @@ def test_matches_reference_default_constants() -> None:
 
 
 def test_clustered_pruning_is_exact(small_blocks: None) -> None:
+    """Pruning keeps every selection a greedy maximum. Clustered data has float32-level near-ties
+    (e.g. anchors 17.1035617 vs 17.1035749 at step 147 on one CPU), where the float32 selection may
+    pick the other point than the float64 reference, so equality with it holds up to the first tie:
+    every step's gap is within float32 resolution and the covering radius is the reference's."""
     feats = clustered(2000, 128, n_clusters=40, seed=0)
     got, stats = greedy_coreset_with_stats(feats, 0.15, seed=0)
-    assert got.tolist() == brute_force_greedy_coreset(feats, 0.15, seed=0).tolist()
+    expected = brute_force_greedy_coreset(feats, 0.15, seed=0)
+    assert got.shape == expected.shape
+    assert greedy_gaps(feats, got, seed=0).max() <= 1e-6 * covering_radius(feats, got[:1])
+    assert covering_radius(feats, got) == pytest.approx(covering_radius(feats, expected), rel=1e-6)
     assert stats.skipped_fraction > 0.5
     assert stats.work_fraction < 0.5
 
