@@ -116,28 +116,28 @@ def test_matches_reference_default_constants() -> None:
     assert greedy_coreset(feats, 0.1, seed=7).tolist() == expected.tolist()
 
 
+def assert_greedy_up_to_ties(features: torch.Tensor, got: torch.Tensor, percentage: float, seed: int) -> None:
+    """``got`` is a greedy coreset of ``features`` up to float32 ties: every step's pick is a maximum
+    anchor within float32 resolution, and the covering radius is the float64 reference's. Clustered
+    data has such near-ties (anchors 17.1035617 vs 17.1035749 at step 147 on one CPU), where the
+    float32 selection may pick the other point than the reference and the sequences part."""
+    expected = brute_force_greedy_coreset(features, percentage, seed=seed)
+    assert got.shape == expected.shape
+    assert greedy_gaps(features, got, seed=seed).max() <= 1e-6 * covering_radius(features, got[:1])
+    assert covering_radius(features, got) == pytest.approx(covering_radius(features, expected), rel=1e-6)
+
+
 def test_clustered_pruning_is_exact(small_blocks: None) -> None:
-    """Pruning keeps every selection a greedy maximum. Clustered data has float32-level near-ties
-    (e.g. anchors 17.1035617 vs 17.1035749 at step 147 on one CPU), where the float32 selection may
-    pick the other point than the float64 reference, so equality with it holds up to the first tie:
-    every step's gap is within float32 resolution and the covering radius is the reference's."""
     feats = clustered(2000, 128, n_clusters=40, seed=0)
     got, stats = greedy_coreset_with_stats(feats, 0.15, seed=0)
-    expected = brute_force_greedy_coreset(feats, 0.15, seed=0)
-    assert got.shape == expected.shape
-    assert greedy_gaps(feats, got, seed=0).max() <= 1e-6 * covering_radius(feats, got[:1])
-    assert covering_radius(feats, got) == pytest.approx(covering_radius(feats, expected), rel=1e-6)
+    assert_greedy_up_to_ties(feats, got, 0.15, seed=0)
     assert stats.skipped_fraction > 0.5
     assert stats.work_fraction < 0.5
 
 
 def test_greedy_property_and_covering_radius(small_blocks: None) -> None:
     feats = clustered(1500, 128, n_clusters=25, seed=1)
-    got = greedy_coreset(feats, 0.1, seed=1)
-    gaps = greedy_gaps(feats, got, seed=1)
-    assert gaps.max() <= 1e-6 * covering_radius(feats, got[:1])
-    expected = brute_force_greedy_coreset(feats, 0.1, seed=1)
-    assert covering_radius(feats, got) == pytest.approx(covering_radius(feats, expected), rel=1e-6)
+    assert_greedy_up_to_ties(feats, greedy_coreset(feats, 0.1, seed=1), 0.1, seed=1)
 
 
 def test_full_and_invalid_percentage() -> None:
