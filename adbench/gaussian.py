@@ -40,8 +40,9 @@ def fit_gaussian(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     [..., N, D], float32."""
     cov, _ = ledoit_wolf(x)
     factor, info = torch.linalg.cholesky_ex(cov)
-    precision = torch.cholesky_inverse(factor)
     singular = info != 0  # no shrinkage and fewer samples than features: pseudo-inverse, as sklearn's pinvh
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    precision = torch.cholesky_inverse(torch.where(singular[..., None, None], eye, factor))
     if singular.any():
         precision[singular] = torch.linalg.pinv(cov[singular], hermitian=True)
     return x.double().mean(dim=-2).float(), precision.float()

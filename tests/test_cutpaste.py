@@ -125,6 +125,16 @@ def test_gde_equals_sklearn_ledoit_wolf(n, d):
                                rtol=1e-10, atol=1e-12)
 
 
+def test_gde_of_degenerate_samples_uses_the_pseudo_inverse():
+    # a collapsed encoder gives identical embeddings: zero covariance, Cholesky fails
+    x = torch.stack([torch.ones(5, 4), torch.randn(5, 4, generator=torch.Generator().manual_seed(3))])
+    mean, precision = fit_gaussian(x)
+    assert torch.equal(precision[0], torch.zeros(4, 4))  # pinv(0) = 0, as sklearn's pinvh
+    ref = LedoitWolf().fit(x[1].double().numpy())
+    np.testing.assert_allclose(precision[1].numpy(), ref.precision_, rtol=1e-4, atol=1e-5)
+    assert torch.equal(mean[0], torch.ones(4))
+
+
 def test_patch_scores_spread_over_their_receptive_fields():
     side, patch, stride = 12, 4, 2
     n = (side - patch) // stride + 1
