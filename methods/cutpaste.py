@@ -5,7 +5,9 @@ Self-supervised training: an encoder (ResNet-18 from scratch as the paper's Tabl
 ImageNet-pretrained timm CNN), an MLP projection head (Linear + BatchNorm + ReLU per layer) and a
 linear classifier learn to tell clean images from CutPaste / Scar augmentations of the same images
 (variants ``binary``, ``scar``, ``union``, ``3way``). SGD with cosine decay over a fixed number of
-steps; the final model is used. Scoring: a Gaussian density estimator (mean + Ledoit-Wolf
+steps; the final model is used (``freeze_encoder_bn``: the encoder's BatchNorm layers keep their
+pretrained running statistics while everything trains, as for small-batch fine-tuning; see the CPU
+presets for why). Scoring: a Gaussian density estimator (mean + Ledoit-Wolf
 covariance) of the L2-normalised pooled encoder embeddings of the clean training images;
 anomaly score = Mahalanobis distance.
 
@@ -90,6 +92,7 @@ class CutPaste(Method):
         momentum: float = 0.9,
         weight_decay: float = 3e-5,
         freeze_encoder_steps: int = 20,
+        freeze_encoder_bn: bool = False,
         area_ratio: tuple[float, float] = (0.02, 0.15),
         aspect_ratio: float = 0.3,
         scar_width: tuple[float, float] = (2.0, 16.0),
@@ -126,6 +129,7 @@ class CutPaste(Method):
         full = timm.create_model(encoder, pretrained=False)
         self.weights = resolve_weights(full, encoder, encoder_weights, hub=False)
         self.freeze_encoder_steps = freeze_encoder_steps if self.weights.tag != "random" else 0
+        self.freeze_encoder_bn = freeze_encoder_bn
         full.reset_classifier(0)
         self.net = ProjectionNet(full, list(head_layers), VARIANT_CLASSES[variant])
         self.register_buffer("pixel_mean", torch.tensor(self.weights.mean).view(1, 3, 1, 1))
@@ -209,6 +213,10 @@ class CutPaste(Method):
             optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
         )
         self.net.train()
+        if self.freeze_encoder_bn:  # keep the pretrained running statistics (see __init__ docs)
+            for module in self.net.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         order: list[int] = []
         aug_s, start = 0.0, time.perf_counter()
         for step in tqdm(range(self.steps), desc="cutpaste: train", disable=not ctx.progress, leave=False):

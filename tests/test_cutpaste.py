@@ -242,3 +242,22 @@ def test_shared_patch_gde_scores_every_patch_with_one_gaussian(toy_root):
     assert torch.allclose(pred.anomaly_maps, spread_patch_scores(scores, 32, 16, 8), rtol=1e-5)
     with pytest.raises(ValueError, match="patch_gde"):
         CutPaste(encoder="test_resnet", patch_gde="pooled")
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_frozen_encoder_batchnorm_keeps_its_statistics_but_trains_its_weights(toy_root, freeze_bn):
+    from adbench.datasets import build
+
+    from adbench.data import ImageTransform
+    from adbench.method import Context
+
+    category = build("toy", toy_root).load("brick")
+    ctx = Context(category=category, transform=ImageTransform(32, 32, None, None, square=True),
+                  device=torch.device("cpu"), seed=0, progress=False)
+    method = CutPaste(encoder="test_resnet", steps=2, batch_clean=4, head_layers=(16,),
+                      freeze_encoder_bn=freeze_bn)
+    bn = next(m for m in method.net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    stats, weight = bn.running_mean.clone(), bn.weight.detach().clone()
+    method.fit(ctx)
+    assert torch.equal(bn.running_mean, stats) == freeze_bn  # statistics: pretrained ones kept iff frozen
+    assert not torch.equal(bn.weight.detach(), weight)  # the affine weights train either way
