@@ -213,7 +213,7 @@ class CutPaste(Method):
             optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
         )
         self.net.train()
-        if self.freeze_encoder_bn:  # keep the pretrained running statistics (see __init__ docs)
+        if self.freeze_encoder_bn:  # pretrained running statistics stay (module docstring)
             for module in self.net.encoder.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
