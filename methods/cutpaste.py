@@ -25,6 +25,7 @@ Two localisation modes, so pixel metrics exist:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -43,6 +44,18 @@ from adbench.registry import register_method
 from adbench.synthesis.cutpaste import color_jitter, cutpaste, scar
 
 VARIANT_CLASSES = {"binary": 2, "scar": 2, "union": 2, "3way": 3}
+log = logging.getLogger(__name__)
+
+
+def warn_if_collapsed(embeddings: torch.Tensor, category: str) -> bool:
+    """Log a warning and return True when training embeddings [..., N, D] are (nearly) identical:
+    a fine-tuning run that collapsed the encoder leaves every score equal (AUROC 0.5)."""
+    spread = float(embeddings.std(dim=-2).max()) if embeddings.shape[-2] > 1 else float("inf")
+    if spread < 1e-4:
+        log.warning("cutpaste: the encoder collapsed on %s (embedding std %.1e): every test score will be"
+                    " equal; lower method.params.lr or method.params.steps", category, spread)
+        return True
+    return False
 
 
 class ProjectionNet(nn.Module):
@@ -234,6 +247,7 @@ class CutPaste(Method):
         # image-level [N, D] and patch-level "shared" [N·P, D] → one Gaussian; "position" [P, N, D] → one each
         if embeds.dim() == 3:
             embeds = embeds.transpose(0, 1) if self.patch_gde == "position" else embeds.flatten(0, 1)
+        warn_if_collapsed(embeds, ctx.category.name)
         self.gde_mean, self.gde_precision = self._fit_gaussians(embeds)
         self.timings["gde_s"] = time.perf_counter() - tick
 

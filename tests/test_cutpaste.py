@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from adbench.methods.cutpaste import CutPaste, spread_patch_scores
+from adbench.methods.cutpaste import CutPaste, spread_patch_scores, warn_if_collapsed
 from sklearn.covariance import LedoitWolf
 
 from adbench.gaussian import fit_gaussian, ledoit_wolf, mahalanobis
@@ -261,3 +261,15 @@ def test_frozen_encoder_batchnorm_keeps_its_statistics_but_trains_its_weights(to
     method.fit(ctx)
     assert torch.equal(bn.running_mean, stats) == freeze_bn  # statistics: pretrained ones kept iff frozen
     assert not torch.equal(bn.weight.detach(), weight)  # the affine weights train either way
+
+
+def test_a_collapsed_encoder_is_reported(caplog):
+    gen = torch.Generator().manual_seed(4)
+    healthy = torch.nn.functional.normalize(torch.randn(10, 6, generator=gen), dim=1)
+    collapsed = torch.nn.functional.normalize(torch.ones(10, 6), dim=1) + 1e-7 * healthy
+    with caplog.at_level("WARNING"):
+        assert not warn_if_collapsed(healthy, "brick")
+        assert not caplog.records
+        assert warn_if_collapsed(collapsed, "grass")
+    assert "collapsed on grass" in caplog.text and "method.params.lr" in caplog.text
+    assert warn_if_collapsed(torch.stack([healthy, collapsed]), "per-position") is False  # one good position
