@@ -48,12 +48,13 @@ log = logging.getLogger(__name__)
 
 
 def warn_if_collapsed(embeddings: torch.Tensor, category: str) -> bool:
-    """Log a warning and return True when training embeddings [..., N, D] are (nearly) identical:
-    a fine-tuning run that collapsed the encoder leaves every score equal (AUROC 0.5)."""
+    """Log a warning and return True when training embeddings [..., N, D] are nearly identical
+    (largest per-dimension std < 1e-3 on unit vectors): fine-tuning collapsed the encoder, and test
+    scores carry little signal (toy_dev grass, 300 steps: std 9e-5, AUROC 50-65)."""
     spread = float(embeddings.std(dim=-2).max()) if embeddings.shape[-2] > 1 else float("inf")
-    if spread < 1e-4:
-        log.warning("cutpaste: the encoder collapsed on %s (embedding std %.1e): every test score will be"
-                    " equal; lower method.params.lr or method.params.steps", category, spread)
+    if spread < 1e-3:
+        log.warning("cutpaste: the encoder collapsed on %s (embedding std %.1e): test scores will be"
+                    " nearly equal; lower method.params.lr or method.params.steps", category, spread)
         return True
     return False
 
