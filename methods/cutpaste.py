@@ -145,7 +145,9 @@ class CutPaste(Method):
         self.freeze_encoder_steps = freeze_encoder_steps if self.weights.tag != "random" else 0
         self.freeze_encoder_bn = freeze_encoder_bn
         full.reset_classifier(0)
-        self.net = ProjectionNet(full, list(head_layers), VARIANT_CLASSES[variant])
+        # channels-last: the same arithmetic, ~1.4x faster depthwise/1x1 convolutions on CPU
+        self.net = ProjectionNet(full, list(head_layers), VARIANT_CLASSES[variant]).to(
+            memory_format=torch.channels_last)
         self.register_buffer("pixel_mean", torch.tensor(self.weights.mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(self.weights.std).view(1, 3, 1, 1))
         self.register_buffer("gde_mean", torch.empty(0))
@@ -181,7 +183,8 @@ class CutPaste(Method):
         return torch.cat(views), labels
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.pixel_mean) / self.pixel_std
+        """images [B, 3, h, w] in [0, 1] → encoder input, channels-last like the network."""
+        return ((images - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
 
     def _draw_batch(self, train: torch.Tensor, generator: torch.Generator, order: list[int]) -> torch.Tensor:
         """``batch_clean`` training images (reshuffled epochs), cropped to random patches if patch-level."""

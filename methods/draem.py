@@ -25,6 +25,7 @@ from tqdm import tqdm
 from adbench.data import Batch
 from adbench.losses import focal_loss, ssim_loss
 from adbench.method import Context, Method, Prediction
+from adbench.precision import autocast, check_precision
 from adbench.registry import register_method
 from adbench.synthesis.draem import DraemBatch, DraemSynthesis
 from adbench.synthesis.textures import build_texture_source
@@ -139,8 +140,10 @@ class Draem(Method):
         perlin_threshold: float = 0.5,
         score_filter: int = 21,
         focal_gamma: float = 2.0,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        self.precision = check_precision(precision)
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.lr_milestones, self.lr_gamma = tuple(lr_milestones), lr_gamma
         self.texture = (texture_source, texture_root, texture_download)
@@ -157,9 +160,15 @@ class Draem(Method):
         self.info: dict[str, str] = {}
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images [B, 3, H, W] in [0, 1] → (reconstruction [B, 3, H, W], logits [B, 2, H, W])."""
-        reconstruction = self.reconstructive(images)
-        return reconstruction, self.discriminative(torch.cat([reconstruction, images], dim=1))
+        """images [B, 3, H, W] in [0, 1] → (reconstruction [B, 3, H, W], logits [B, 2, H, W]), float32.
+
+        Runs channels-last (faster convolutions on CPU and GPU, same arithmetic) and, with
+        ``precision="bf16"``, under bfloat16 autocast (:mod:`adbench.precision`)."""
+        images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(images.device, self.precision):
+            reconstruction = self.reconstructive(images)
+            logits = self.discriminative(torch.cat([reconstruction, images.to(reconstruction.dtype)], dim=1))
+        return reconstruction.float(), logits.float()
 
     def milestones(self) -> list[int]:
         """Epochs after which the LR is multiplied by ``lr_gamma`` (fractions of ``epochs``, rounded)."""
@@ -197,6 +206,7 @@ class Draem(Method):
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, self.milestones(), gamma=self.lr_gamma)
         n = train.shape[0]
         steps_per_epoch = math.ceil(n / self.batch_size)
+        self.to(memory_format=torch.channels_last)
         self.train()
         synth_s, start = 0.0, time.perf_counter()
         self.loss_history: list[float] = []  # mean training loss per epoch

@@ -77,6 +77,23 @@ def test_networks_shapes_sizes_and_init():
     assert float(beta.abs().max()) == 0.0
 
 
+def test_bf16_precision_matches_fp32_and_returns_float32():
+    torch.manual_seed(0)
+    fp32 = Draem(recon_width=8, disc_width=4).eval()
+    bf16 = Draem(recon_width=8, disc_width=4, precision="bf16").eval()
+    bf16.load_state_dict(fp32.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        (r32, l32), (r16, l16) = fp32(x), bf16(x)
+    assert r16.dtype == l16.dtype == torch.float32
+    # bf16 keeps 8 mantissa bits: outputs agree to ~1 % of their spread, not exactly
+    assert not torch.equal(l16, l32)
+    assert (l16 - l32).abs().max() < 0.05 * l32.std() + 1e-3
+    assert (r16 - r32).abs().max() < 0.05 * r32.std() + 1e-3
+    with pytest.raises(ValueError, match=r"method\.params\.precision='fp16'"):
+        Draem(precision="fp16")
+
+
 def test_mean_filter_21_on_known_maps():
     maps = torch.zeros(4, 64, 64)
     maps[0, 30, 30] = 1.0  # a single hot pixel is diluted to 1/441
