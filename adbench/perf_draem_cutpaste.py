@@ -3,7 +3,7 @@
 Augmentation at 256 px (the papers' resolution) on the run's device: CutPaste, Scar, CutPaste's
 full 3-way view builder (whole-image colour jitter + both augmentations) and DRAEM's synthesis
 (builtin textures, cache warm). Training steps (forward + backward + optimiser step, best of 3 after
-a warm-up) for the CPU presets, and for the official configurations when a GPU is present (one
+a warm-up) for the CPU presets (DRAEM in fp32 and bf16), and for the official configurations when a GPU is present (one
 256 px official step takes minutes on a CPU).
 """
 
@@ -81,8 +81,9 @@ def cutpaste_step(name: str, device: torch.device) -> None:
     })
 
 
-def draem_step(name: str, device: torch.device) -> None:
+def draem_step(name: str, device: torch.device, **overrides: object) -> None:
     params, side = _params(name)
+    params.update(overrides)
     method = Draem(**params).to(device)
     synthesis = DraemSynthesis(BuiltinTextures())
     clean = torch.rand(params["batch_size"], 3, side, side).to(device)
@@ -96,7 +97,7 @@ def draem_step(name: str, device: torch.device) -> None:
     step()
     seconds = timed(step, repeat=3)
     steps = params["epochs"] * -(-40 // params["batch_size"])  # a toy category: 40 train images
-    report(f"draem train step {name}", {
+    report(f"draem train step {name} {params['precision']}", {
         "device": str(device), "batch": params["batch_size"], "side": side, "step_s": seconds,
         "toy_steps": steps, "est_toy_train_s": seconds * steps,
     })
@@ -107,7 +108,8 @@ def main() -> None:
     augmentation_throughput(device)
     cutpaste_step("cutpaste_cpu", device)
     cutpaste_step("cutpaste_patch_cpu", device)
-    draem_step("draem_cpu", device)
+    for precision in ("fp32", "bf16"):  # bf16 pays off only on CPUs with bf16 units (adbench.precision)
+        draem_step("draem_cpu", device, precision=precision)
     if device.type == "cuda":
         cutpaste_step("cutpaste", device)
         cutpaste_step("cutpaste_patch", device)

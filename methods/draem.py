@@ -156,6 +156,7 @@ class Draem(Method):
         self.discriminative = DiscriminativeSubNetwork(6, 2, disc_width)
         self.reconstructive.apply(draem_init)
         self.discriminative.apply(draem_init)
+        self.to(memory_format=torch.channels_last)  # see forward
         self.timings: dict[str, float] = {}
         self.info: dict[str, str] = {}
 
@@ -206,7 +207,6 @@ class Draem(Method):
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, self.milestones(), gamma=self.lr_gamma)
         n = train.shape[0]
         steps_per_epoch = math.ceil(n / self.batch_size)
-        self.to(memory_format=torch.channels_last)
         self.train()
         synth_s, start = 0.0, time.perf_counter()
         self.loss_history: list[float] = []  # mean training loss per epoch
