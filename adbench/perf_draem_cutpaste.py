@@ -3,8 +3,8 @@
 Augmentation at 256 px (the papers' resolution) on the run's device: CutPaste, Scar, CutPaste's
 full 3-way view builder (whole-image colour jitter + both augmentations) and DRAEM's synthesis
 (builtin textures, cache warm). Training steps (forward + backward + optimiser step, best of 3 after
-a warm-up) for the CPU presets (DRAEM in fp32 and bf16), and for the official configurations when a GPU is present (one
-256 px official step takes minutes on a CPU).
+a warm-up) for the CPU presets (DRAEM in fp32 and bf16), and for the official configurations when
+a GPU is present (one 256 px official step takes minutes on a CPU).
 """
 
 from __future__ import annotations
