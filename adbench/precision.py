@@ -1,11 +1,12 @@
-"""Numeric precision of the trained convolutional networks (DRAEM, CutPaste).
+"""Numeric precision of trained convolutional networks (used by DRAEM).
 
 ``fp32`` (every method's default, as the official code) runs everything in float32. ``bf16`` runs
 the network forward passes under :func:`torch.autocast` with bfloat16 (convolutions and matrix
 products in bf16, reductions and normalisations in float32); methods compute their losses and
 scores in float32 from the outputs. On CPUs with AMX or AVX512-BF16 units (recent Xeons) a DRAEM
-CPU-preset step is ~2x faster; CPUs without them emulate bf16 and get slower, not faster. The
-precision is part of the method config, so every result records it.
+CPU-preset step is ~2x faster; CPUs without them emulate bf16 and get slower, not faster. (CutPaste's
+EfficientNet-Lite0, mostly depthwise convolutions, gained nothing from bf16 here, so it stays fp32.)
+The precision is part of the method config, so every result records it.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class CutPaste(Method):
         self.freeze_encoder_steps = freeze_encoder_steps if self.weights.tag != "random" else 0
         self.freeze_encoder_bn = freeze_encoder_bn
         full.reset_classifier(0)
-        # channels-last: the same arithmetic, ~1.4x faster depthwise/1x1 convolutions on CPU
+        # channels-last: the same maths (round-off may differ), ~1.4x faster depthwise/1x1 convolutions on CPU
         self.net = ProjectionNet(full, list(head_layers), VARIANT_CLASSES[variant]).to(
             memory_format=torch.channels_last)
         self.register_buffer("pixel_mean", torch.tensor(self.weights.mean).view(1, 3, 1, 1))

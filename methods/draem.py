@@ -163,7 +163,7 @@ class Draem(Method):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images [B, 3, H, W] in [0, 1] → (reconstruction [B, 3, H, W], logits [B, 2, H, W]), float32.
 
-        Runs channels-last (faster convolutions on CPU and GPU, same arithmetic) and, with
+        Runs channels-last (faster convolutions, the same maths up to round-off) and, with
         ``precision="bf16"``, under bfloat16 autocast (:mod:`adbench.precision`)."""
         images = images.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, self.precision):
