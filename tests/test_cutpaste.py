@@ -261,6 +261,8 @@ def test_frozen_encoder_batchnorm_keeps_its_statistics_but_trains_its_weights(to
     method.fit(ctx)
     assert torch.equal(bn.running_mean, stats) == freeze_bn  # statistics: pretrained ones kept iff frozen
     assert not torch.equal(bn.weight.detach(), weight)  # the affine weights train either way
+    conv = next(m for m in method.net.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # the fast layout, kept by training
 
 
 def test_a_collapsed_encoder_is_reported(caplog):

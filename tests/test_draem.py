@@ -71,6 +71,7 @@ def test_networks_shapes_sizes_and_init():
     reconstruction, logits = model(x)
     assert reconstruction.shape == (2, 3, 64, 64) and logits.shape == (2, 2, 64, 64)
     conv = model.reconstructive.encoder[0][0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # the fast layout (forward)
     bn = model.reconstructive.encoder[0][1]
     weight, gamma, beta = conv.weight.detach(), bn.weight.detach(), bn.bias.detach()
     assert abs(float(weight.std()) - 0.02) < 0.005 and abs(float(gamma.mean()) - 1) < 0.02
