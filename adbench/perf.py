@@ -60,6 +60,8 @@ def backbone_floor_ms(ctx: Context, category: Category, repeat: int = 2) -> floa
         with torch.no_grad():
             for start in range(0, len(images), ctx.batch_size):
                 backbone(images[start : start + ctx.batch_size].to(ctx.device))
+        if ctx.device.type == "cuda":  # kernels run asynchronously: wait for the last one
+            torch.cuda.synchronize(ctx.device)
 
     return 1000 * timed(forward, repeat) / len(images)
 

@@ -162,6 +162,8 @@ def fit_method(method: Method, ctx: Context) -> float:
     method.train()
     start = time.perf_counter()
     method.fit(ctx)
+    if torch.cuda.is_available():  # count the fit's queued GPU work
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     method.eval()
     return seconds

@@ -18,7 +18,7 @@ from adbench.data import iterate_batches
 from adbench.features import memory_tier
 from adbench.flows import conditional_flow, flow_log_prob, positional_encoding_2d, random_rotation
 from adbench.perf import compose
-from adbench.runner import build_context, build_method, load_categories, run
+from adbench.runner import build_context, build_method, load_categories, resolve_device, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 TINY = ["data=toy", "method.image.resize=64", "method.image.crop=64", "progress=false", "batch_size=16"]
@@ -177,7 +177,8 @@ def test_cflow_tiny_run_is_deterministic_and_batch_independent(toy_root, tmp_pat
 def test_sweep_extracts_each_image_once(toy_root, tmp_path):
     """PatchCore, PaDiM, CFlow in one process (as a Hydra multirun): the 2nd and 3rd jobs read every
     feature from the cache; a new process reads them from disk."""
-    memory_tier(torch.device("cpu"), 1.0).clear()
+    device = resolve_device("auto")  # the runs' device: its memory tier is the one to empty
+    memory_tier(device, 1.0).clear()
     common = [*TINY, f"data.root={toy_root}", "data.category=grass", f"results_dir={tmp_path / 'r'}",
               f"cache.dir={tmp_path / 'cache'}"]
     first, second, third = (run(compose([*common, *extra]))[0] for extra in
@@ -189,7 +190,7 @@ def test_sweep_extracts_each_image_once(toy_root, tmp_path):
         assert record["cache_misses"] == 0 and record["extract_s"] == 0.0 and record["cache_hits"] >= 70
     assert len(third["train_loss"]) == 1 and math.isfinite(third["train_loss"][0])  # CFlow's loss curve
     assert "train_loss" not in first  # PatchCore does not train
-    memory_tier(torch.device("cpu"), 1.0).clear()
+    memory_tier(device, 1.0).clear()
     (again,) = run(compose([*common, "method=padim", "force=true"]))
     assert again["cache_misses"] == 0 and again["cache_disk_hits"] == 70
     assert again["image_auroc"] == second["image_auroc"] and again["pixel_aupro"] == second["pixel_aupro"]
