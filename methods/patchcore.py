@@ -57,6 +57,7 @@ class PatchCore(Method):
         self.register_buffer("memory_bank", torch.empty(0, target_dim))
         self._index: FlatL2Index | None = None
         self.timings: dict[str, float] = {}
+        self.info: dict[str, str] = {}
 
     def embed(self, batch: Batch, ctx: Context) -> torch.Tensor:
         """Batch → patch embeddings [B, h, w, target_dim] on ``ctx.device``."""
@@ -86,6 +87,7 @@ class PatchCore(Method):
             if self.memory_bank.numel() == 0:
                 raise RuntimeError("PatchCore.predict called before fit (empty memory bank)")
             self._index = FlatL2Index(self.memory_bank, self.memory_bank.device)
+            self.info["knn"] = self._index.backend
         return self._index.search(queries, k)
 
     def _reweighted_scores(self, emb: torch.Tensor, patch_scores: torch.Tensor) -> torch.Tensor:

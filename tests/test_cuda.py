@@ -8,6 +8,7 @@ import torch
 
 from adbench.data import iterate_batches
 from adbench.features import memory_tier
+from adbench.knn import FlatL2Index
 from adbench.perf import compose
 from adbench.runner import build_context, build_method, load_categories, run, seed_everything
 
@@ -74,3 +75,15 @@ def test_glass_same_seed_same_model_on_cuda(small_toy):
         states.append(method.state_dict())
     for name, value in states[0].items():
         assert torch.equal(value, states[1][name]), name
+
+
+def test_gpu_knn_matches_the_cpu_index():
+    """On a GPU the index searches there (faiss-gpu, else torch) and finds the CPU index's neighbours."""
+    generator = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(5000, 256, generator=generator), torch.randn(700, 256, generator=generator)
+    index = FlatL2Index(bank.to(CUDA), CUDA)
+    assert index.backend in ("faiss-gpu", "torch")
+    dist, idx = index.search(queries.to(CUDA), 3)
+    ref_dist, ref_idx = FlatL2Index(bank).search(queries, 3)
+    assert dist.device.type == "cuda" and torch.equal(idx.cpu(), ref_idx)
+    torch.testing.assert_close(dist.cpu(), ref_dist, rtol=1e-5, atol=1e-3)
