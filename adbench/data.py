@@ -179,25 +179,59 @@ class Batch:
     defect_types: list[str]
 
 
-class SampleDataset(torch.utils.data.Dataset):
-    """Samples → (image, mask, label, index) tensors under one :class:`ImageTransform`."""
+class DecodedImages:
+    """In-memory store of decoded, transformed samples (image path → (image, mask) tensors), so a
+    method that iterates its training images every epoch decodes each file once. Bounded by
+    ``max_bytes``: once full, further samples are decoded on every visit. Holds one transform's
+    outputs (its owner, a :class:`~adbench.method.Context`, has one transform)."""
 
-    def __init__(self, samples: Sequence[Sample], transform: ImageTransform, binarize: str = "gt127"):
+    def __init__(self, max_bytes: int = 2 * 2**30) -> None:
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self.items: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, path: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.items.get(path)
+
+    def put(self, path: str, image: torch.Tensor, mask: torch.Tensor) -> None:
+        size = image.nbytes + mask.nbytes
+        if self.nbytes + size <= self.max_bytes:
+            self.items[path] = (image, mask)
+            self.nbytes += size
+
+
+class SampleDataset(torch.utils.data.Dataset):
+    """Samples → (image, mask, label, index) tensors under one :class:`ImageTransform`, read from
+    ``decoded`` when it holds them (and stored there after decoding)."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: ImageTransform,
+        binarize: str = "gt127",
+        decoded: DecodedImages | None = None,
+    ):
         self.samples = list(samples)
         self.transform = transform
         self.binarize = binarize
+        self.decoded = decoded
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         sample = self.samples[index]
+        stored = self.decoded.get(sample.image_path) if self.decoded is not None else None
+        if stored is not None:
+            return stored[0], stored[1], sample.label, index
         img = load_image(sample.image_path)
         if sample.mask_path is not None:
             mask = self.transform.mask(load_mask(sample.mask_path, img.size, self.binarize))
         else:
             mask = torch.zeros(self.transform.crop, self.transform.crop, dtype=torch.bool)
-        return self.transform.image(img), mask, sample.label, index
+        image = self.transform.image(img)
+        if self.decoded is not None:
+            self.decoded.put(sample.image_path, image, mask)
+        return image, mask, sample.label, index
 
 
 def iterate_batches(
@@ -208,9 +242,11 @@ def iterate_batches(
     num_workers: int = 0,
     shuffle: bool = False,
     seed: int = 0,
+    decoded: DecodedImages | None = None,
 ) -> Iterator[Batch]:
-    """Yield :class:`Batch` objects over ``samples`` in order (or shuffled with ``seed``)."""
-    dataset = SampleDataset(samples, transform, binarize)
+    """Yield :class:`Batch` objects over ``samples`` in order (or shuffled with ``seed``); with
+    ``decoded`` (only used when ``num_workers`` is 0) each file is decoded once across calls."""
+    dataset = SampleDataset(samples, transform, binarize, decoded if num_workers == 0 else None)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator

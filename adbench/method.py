@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from adbench.data import Batch, Category, ImageTransform
+from adbench.data import Batch, Category, DecodedImages, ImageTransform
 
 if TYPE_CHECKING:
     from adbench.features import FeatureExtractor
@@ -31,8 +31,9 @@ class Prediction:
 class Context:
     """Everything a method may use besides its own config.
 
-    ``train_batches()`` iterates the category's *training* images under ``transform``; the test
-    set is never reachable from here. ``features`` is the shared (cached) backbone extractor,
+    ``train_batches()`` iterates the category's *training* images under ``transform``, decoding
+    each file once per context (``decoded``: methods such as GLASS visit them twice an epoch); the
+    test set is never reachable from here. ``features`` is the shared (cached) backbone extractor,
     or None for methods without a pretrained backbone. Under ``protocol=few_shot``
     (:mod:`adbench.protocols`) ``category.train`` holds the K reference shots and, for methods with
     ``uses_source = True``, ``source`` holds the source dataset's categories (train and test sets,
@@ -49,6 +50,7 @@ class Context:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     source: list[Category] = field(default_factory=list)
+    decoded: DecodedImages = field(default_factory=DecodedImages, repr=False)
 
     def train_batches(self, shuffle: bool = False, seed: int | None = None) -> Iterator[Batch]:
         from adbench.data import iterate_batches
@@ -61,6 +63,7 @@ class Context:
             num_workers=self.num_workers,
             shuffle=shuffle,
             seed=self.seed if seed is None else seed,
+            decoded=self.decoded,
         )
 
 

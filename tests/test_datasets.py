@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from adbench.datasets import build, data_home
 from adbench.datasets.btad import BTADDataset
 from adbench.datasets.download import MPDD, Resource, ensure_dataset, extract, fetch
@@ -419,3 +420,31 @@ def test_download_true_fetches_extracts_and_loads(tmp_path: Path, monkeypatch: p
     with pytest.raises(DataError, match="f" * 64):
         ensure_dataset(bad, tmp_path / "data" / "x", True, tmp_path / "data" / "x" / "bottle", progress=False)
     assert not (tmp_path / "data" / "x").exists()
+
+
+def test_context_decodes_each_training_image_once(toy_root, monkeypatch):
+    """Context.train_batches serves later epochs from memory: same tensors, same shuffled order,
+    no second decode; a full store decodes as before."""
+    from adbench import data as data_module
+    from adbench.data import DecodedImages, ImageTransform
+    from adbench.method import Context
+
+    category = build("toy", toy_root).load("brick")
+    transform = ImageTransform(resize=32, crop=32)
+    decodes = []
+    real_load = data_module.load_image
+    monkeypatch.setattr(data_module, "load_image", lambda path: decodes.append(path) or real_load(path))
+    ctx = Context(category=category, transform=transform, device=torch.device("cpu"), seed=0)
+    first = list(ctx.train_batches(shuffle=True, seed=3))
+    assert len(decodes) == len(category.train)
+    again = list(ctx.train_batches(shuffle=True, seed=3))
+    assert len(decodes) == len(category.train)  # served from memory
+    for a, b in zip(first, again):
+        assert a.paths == b.paths and torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    reordered = [b.paths for b in ctx.train_batches(shuffle=True, seed=4)]
+    assert reordered != [b.paths for b in first]  # the shuffle still follows the seed
+    small = Context(category=category, transform=transform, device=torch.device("cpu"), seed=0,
+                    decoded=DecodedImages(max_bytes=0))
+    for _ in range(2):
+        list(small.train_batches())
+    assert len(decodes) == 3 * len(category.train) and small.decoded.nbytes == 0

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from adbench.methods.glass import GLASS, HYPERSPHERE_TABLE, spectrogram_judge
 
+from adbench.data import DecodedImages
 from adbench.perf import compose
 from adbench.runner import build_context, build_method, load_categories, run
 from adbench.synthesis.blend import denormalize
@@ -137,11 +138,13 @@ def test_rejects_unknown_distribution():
         GLASS(distribution="sphere")
 
 
-def fit_tiny(toy_root: Path) -> tuple[GLASS, object]:
+def fit_tiny(toy_root: Path, keep_decoded: bool = True) -> tuple[GLASS, object]:
     cfg = compose([*TINY, "data=toy", f"data.root={toy_root}", "data.category=brick"])
     (category,) = load_categories(cfg)
     method = build_method(cfg)
     ctx = build_context(cfg, method, category, torch.device("cpu"))
+    if not keep_decoded:
+        ctx.decoded = DecodedImages(max_bytes=0)  # decode every file on every visit
     torch.manual_seed(cfg.seed)  # the runner seeds everything before building the method
     method = build_method(cfg)
     method.train()
@@ -166,8 +169,9 @@ def test_glass_toy_end_to_end_through_the_runner(toy_root, tmp_path):
 
 
 def test_same_seed_same_model(fitted, toy_root):
+    """Also when every epoch decodes the training images again instead of reading them from memory."""
     method, _ = fitted
-    again, _ = fit_tiny(toy_root)
+    again, _ = fit_tiny(toy_root, keep_decoded=False)
     for (name, a), b in zip(method.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
 
