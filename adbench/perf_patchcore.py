@@ -1,4 +1,4 @@
-"""PatchCore on a toy category: backbone floor, fit, coreset, inference, peak RSS."""
+"""PatchCore on a toy category: backbone floor, fit, coreset, inference, peak RSS, kNN backend."""
 
 from __future__ import annotations
 
@@ -20,5 +20,5 @@ def main(category: str = "brick") -> None:
         "n_train": len(cat.train), "bank": int(method.memory_bank.shape[0]),
         "backbone_floor_ms_per_img": floor, "fit_s": fit_s, "coreset_s": method.timings["coreset_s"],
         "infer_ms_per_img": cold_ms, "infer_vs_floor": cold_ms / floor,
-        "infer_ms_per_img_cached_feats": warm_ms, "peak_rss_mb": peak_rss_mb,
+        "infer_ms_per_img_cached_feats": warm_ms, "peak_rss_mb": peak_rss_mb, "knn": method.info["knn"],
     })

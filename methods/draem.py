@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from adbench.data import Batch
 from adbench.losses import focal_loss, ssim_loss
 from adbench.method import Context, Method, Prediction
 from adbench.precision import autocast, check_precision
+from adbench.prefetch import background
 from adbench.registry import register_method
 from adbench.synthesis.draem import DraemBatch, DraemSynthesis
 from adbench.synthesis.textures import build_texture_source
@@ -119,6 +121,7 @@ class Draem(Method):
     """DRAEM: reconstructive + discriminative networks trained on synthetic anomalies."""
 
     uses_backbone = False
+    synthesis_in_background: bool | None = None  # None: on CUDA only (adbench.prefetch); same numbers
 
     def __init__(
         self,
@@ -207,21 +210,33 @@ class Draem(Method):
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, self.milestones(), gamma=self.lr_gamma)
         n = train.shape[0]
         steps_per_epoch = math.ceil(n / self.batch_size)
+        synth_s = 0.0
+
+        def synthesised() -> Iterator[DraemBatch]:
+            nonlocal synth_s
+            for _ in range(self.epochs):
+                for step in range(steps_per_epoch):
+                    size = min(self.batch_size, n - step * self.batch_size)  # an epoch's last batch: smaller
+                    tick = time.perf_counter()
+                    chosen = torch.randint(0, n, (size,), generator=generator)  # sampled with replacement
+                    batch = synthesis(train[chosen.to(ctx.device)], generator)
+                    synth_s += time.perf_counter() - tick
+                    yield batch
+
+        overlap = self.synthesis_in_background
+        if overlap is None:
+            overlap = ctx.device.type == "cuda"
+        batches = background(synthesised()) if overlap else synthesised()
         self.train()
-        synth_s, start = 0.0, time.perf_counter()
+        start = time.perf_counter()
         self.loss_history: list[float] = []  # mean training loss per epoch
         for _ in tqdm(range(self.epochs), desc="draem: epochs", disable=not ctx.progress, leave=False):
-            losses = []
-            for step in range(steps_per_epoch):
-                size = min(self.batch_size, n - step * self.batch_size)  # last batch of an epoch is smaller
-                tick = time.perf_counter()
-                chosen = torch.randint(0, n, (size,), generator=generator)  # sampled with replacement
-                batch = synthesis(train[chosen.to(ctx.device)], generator)
-                synth_s += time.perf_counter() - tick
-                losses.append(self.train_step(batch, optimiser))
+            losses = [self.train_step(next(batches), optimiser) for _ in range(steps_per_epoch)]
             self.loss_history.append(sum(losses) / len(losses))
             schedule.step()
+        batches.close()
         self.timings.update(train_s=time.perf_counter() - start, synthesis_s=synth_s)
+        self.info["synthesis_thread"] = "background" if overlap else "inline"
 
     @torch.no_grad()
     def predict(self, batch: Batch, ctx: Context) -> Prediction:
