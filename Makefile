@@ -11,13 +11,18 @@ FORMAT ?= markdown
 METRIC ?= image_auroc,pixel_auroc,pixel_aupro
 TABLE ?= accuracy,efficiency,deltas
 
-.PHONY: install test lint bench leaderboard perf sweep report clean
+.PHONY: install test test-cuda lint bench leaderboard perf sweep report clean
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
 
 test:
 	$(PYTHON) -m pytest tests
+
+# on a machine with a GPU: the CUDA paths (these tests skip without one), then `make perf` there
+test-cuda:
+	$(PYTHON) -m pytest tests/test_cuda.py tests/test_knn.py tests/test_prefetch.py tests/test_coreset.py \
+		tests/test_predict.py tests/test_cflow.py
 
 lint:
 	$(PYTHON) -m ruff check adbench methods datasets conf tests
