@@ -230,11 +230,13 @@ class Draem(Method):
         self.train()
         start = time.perf_counter()
         self.loss_history: list[float] = []  # mean training loss per epoch
-        for _ in tqdm(range(self.epochs), desc="draem: epochs", disable=not ctx.progress, leave=False):
-            losses = [self.train_step(next(batches), optimiser) for _ in range(steps_per_epoch)]
-            self.loss_history.append(sum(losses) / len(losses))
-            schedule.step()
-        batches.close()
+        try:
+            for _ in tqdm(range(self.epochs), desc="draem: epochs", disable=not ctx.progress, leave=False):
+                losses = [self.train_step(next(batches), optimiser) for _ in range(steps_per_epoch)]
+                self.loss_history.append(sum(losses) / len(losses))
+                schedule.step()
+        finally:  # also when a step fails: stops the background producer
+            batches.close()
         self.timings.update(train_s=time.perf_counter() - start, synthesis_s=synth_s)
         self.info["synthesis_thread"] = "background" if overlap else "inline"
 

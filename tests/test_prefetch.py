@@ -67,3 +67,16 @@ def test_draem_trains_the_same_model_with_synthesis_in_the_background(toy_root, 
     assert inline.loss_history == threaded.loss_history
     for (name, a), b in zip(inline.state_dict().items(), threaded.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_failing_draem_step_stops_the_background_producer(toy_root, monkeypatch):
+    from adbench.methods.draem import Draem
+
+    def fail(self, batch, optimiser):
+        raise RuntimeError("step failed")
+
+    monkeypatch.setattr(Draem, "train_step", fail)
+    with pytest.raises(RuntimeError, match="step failed") as failure:
+        fit_draem(toy_root, True)
+    assert failure.tb is not None  # the traceback keeps fit's frame (and its iterator) alive
+    assert not any(t.name == "adbench-prefetch" for t in threading.enumerate())
