@@ -43,6 +43,7 @@ import torch
 
 from adbench.backbones import CANONICAL_STRIDES, Backbone
 from adbench.data import Batch, ImageTransform, file_fingerprint
+from adbench.devices import synchronize
 
 log = logging.getLogger("adbench")
 CACHE_FORMAT = "adbench-features-v1"
@@ -305,7 +306,7 @@ class FeatureExtractor:
         """Run the backbone on images [B, 3, H, W] (already normalised); no caching, no rounding."""
         start = time.perf_counter()
         feats = self.backbone(images.to(self.device, non_blocking=True))
-        self._sync()
+        synchronize(self.device)
         self.stats.live_s += time.perf_counter() - start
         return feats
 
@@ -379,11 +380,7 @@ class FeatureExtractor:
         start = time.perf_counter()
         feats = backbone(images.to(self.device, non_blocking=True))
         feats = {name: _to_fp16(name, feats[name]) for name in layers}
-        self._sync()
+        synchronize(self.device)
         self.stats.extract_s += time.perf_counter() - start
         self.stats.misses += images.shape[0]
         return feats
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 import adbench
 from adbench.data import Category, iterate_batches
+from adbench.devices import resolve_device, synchronize
 from adbench.method import Context, Method
 from adbench.runner import (
     PeakMemory,
@@ -27,7 +28,6 @@ from adbench.runner import (
     fit_method,
     load_categories,
     predict_category,
-    resolve_device,
 )
 
 
@@ -60,8 +60,7 @@ def backbone_floor_ms(ctx: Context, category: Category, repeat: int = 2) -> floa
         with torch.no_grad():
             for start in range(0, len(images), ctx.batch_size):
                 backbone(images[start : start + ctx.batch_size].to(ctx.device))
-        if ctx.device.type == "cuda":  # kernels run asynchronously: wait for the last one
-            torch.cuda.synchronize(ctx.device)
+        synchronize(ctx.device)
 
     return 1000 * timed(forward, repeat) / len(images)
 

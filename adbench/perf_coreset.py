@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from adbench.coreset import greedy_coreset_with_stats, project
+from adbench.devices import synchronize
 from adbench.perf import report
 from adbench.runner import PeakMemory
 
@@ -87,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 with PeakMemory(device) as memory:
                     wall, cpu = time.perf_counter(), time.process_time()
                     _, stats = greedy_coreset_with_stats(features, percentage)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
+                    synchronize(device)
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 report(
                     f"{kind} {args.n}x{args.dim} {percentage:.0%}",

@@ -14,17 +14,13 @@ from collections.abc import Callable
 import torch
 from omegaconf import OmegaConf
 
+from adbench.devices import synchronize
 from adbench.methods.cutpaste import CutPaste
 from adbench.methods.draem import Draem
 from adbench.perf import compose, report, timed
 from adbench.synthesis.cutpaste import cutpaste, scar
 from adbench.synthesis.draem import DraemSynthesis
 from adbench.synthesis.textures import BuiltinTextures
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def augmentation_throughput(device: torch.device, side: int = 256) -> None:
@@ -35,7 +31,7 @@ def augmentation_throughput(device: torch.device, side: int = 256) -> None:
     def per_second(fn: Callable[[], object], n: int) -> float:
         def run() -> None:
             fn()
-            _sync(device)
+            synchronize(device)
 
         run()
         return n / timed(run, repeat=3)
@@ -71,7 +67,7 @@ def cutpaste_step(name: str, device: torch.device) -> None:
 
     def step() -> None:
         method.train_step(images, labels, optimiser)
-        _sync(device)
+        synchronize(device)
 
     step()
     seconds = timed(step, repeat=3)
@@ -92,7 +88,7 @@ def draem_step(name: str, device: torch.device, **overrides: object) -> None:
 
     def step() -> None:
         method.train_step(batch, optimiser)
-        _sync(device)
+        synchronize(device)
 
     step()
     seconds = timed(step, repeat=3)

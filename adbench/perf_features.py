@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from adbench.devices import resolve_device
 from adbench.features import FeatureExtractor, memory_tier
 from adbench.perf import backbone_floor_ms, compose, fit_and_predict, prepare, report
 from adbench.runner import (
@@ -24,7 +25,6 @@ from adbench.runner import (
     build_method,
     fit_method,
     load_categories,
-    resolve_device,
 )
 
 

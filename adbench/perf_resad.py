@@ -6,6 +6,7 @@ Takes minutes on a CPU (the source model is trained once; every target reuses it
 from __future__ import annotations
 
 from adbench.datasets.toy import TOY_TARGET
+from adbench.devices import resolve_device
 from adbench.metrics import evaluate
 from adbench.perf import backbone_floor_ms, compose, report
 from adbench.protocols import FewShotSettings
@@ -17,7 +18,6 @@ from adbench.runner import (
     fit_method,
     load_categories,
     predict_category,
-    resolve_device,
     seed_everything,
 )
 

@@ -41,9 +41,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from adbench import viz
 from adbench.data import IMAGE_EXTENSIONS, Category, DataError, ImageTransform, Sample
+from adbench.devices import resolve_device
 from adbench.method import Method
 from adbench.results import atomic_write_text
-from adbench.runner import build_context, build_method, predict_category, resolve_device
+from adbench.runner import build_context, build_method, predict_category
 
 
 @dataclass

@@ -29,6 +29,7 @@ from adbench import __version__, protocols
 from adbench.backbones import build_backbone
 from adbench.data import Category, ImageTransform, Sample, iterate_batches, stable_hash
 from adbench.datasets import build as build_dataset
+from adbench.devices import resolve_device, synchronize
 from adbench.features import FeatureExtractor
 from adbench.method import Context, Method
 from adbench.metrics import evaluate
@@ -47,12 +48,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def git_sha() -> str:
@@ -162,8 +157,7 @@ def fit_method(method: Method, ctx: Context) -> float:
     method.train()
     start = time.perf_counter()
     method.fit(ctx)
-    if torch.cuda.is_available():  # count the fit's queued GPU work
-        torch.cuda.synchronize()
+    synchronize(ctx.device)  # count the fit's queued GPU work
     seconds = time.perf_counter() - start
     method.eval()
     return seconds
@@ -183,8 +177,7 @@ def predict_category(method: Method, ctx: Context, samples: list[Sample] | None 
                       total=-(-len(samples) // ctx.batch_size)):
         start = time.perf_counter()
         pred = method.predict(batch, ctx)
-        if ctx.device.type == "cuda":
-            torch.cuda.synchronize(ctx.device)
+        synchronize(ctx.device)
         infer_s += time.perf_counter() - start
         scores.append(pred.image_scores.float().cpu())
         maps.append(pred.anomaly_maps.float().cpu())

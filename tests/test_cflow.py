@@ -15,10 +15,11 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from adbench.data import iterate_batches
+from adbench.devices import resolve_device
 from adbench.features import memory_tier
 from adbench.flows import conditional_flow, flow_log_prob, positional_encoding_2d, random_rotation
 from adbench.perf import compose
-from adbench.runner import build_context, build_method, load_categories, resolve_device, run
+from adbench.runner import build_context, build_method, load_categories, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 TINY = ["data=toy", "method.image.resize=64", "method.image.crop=64", "progress=false", "batch_size=16"]

@@ -50,13 +50,13 @@ def test_predict_round_trips_the_saved_model(saved, toy_root, tmp_path):
 
 
 def test_threshold_comes_from_held_out_training_scores(saved, toy_root, tmp_path):
+    from adbench.devices import resolve_device
     from adbench.runner import (
         build_context,
         build_method,
         calibration_folds,
         load_categories,
         predict_category,
-        resolve_device,
     )
 
     model = predict.load_model(saved["model"])
