@@ -1,5 +1,6 @@
 """The CUDA paths (skipped without a GPU; CI has none): every method end to end on ``device=cuda``,
-the feature cache's GPU memory tier against CPU features, and same seed → same model on the GPU."""
+the feature cache's GPU memory tier against CPU features, same seed → same model on the GPU, and
+`synchronize` leaving no queued work behind a timer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from adbench.data import iterate_batches
+from adbench.devices import resolve_device, synchronize
 from adbench.features import memory_tier
 from adbench.knn import FlatL2Index
 from adbench.perf import compose
@@ -87,3 +89,17 @@ def test_gpu_knn_matches_the_cpu_index():
     ref_dist, ref_idx = FlatL2Index(bank).search(queries, 3)
     assert dist.device.type == "cuda" and torch.equal(idx.cpu(), ref_idx)
     torch.testing.assert_close(dist.cpu(), ref_dist, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("device", [CUDA, None])
+def test_synchronize_waits_for_queued_kernels(device):
+    """A timer stopped after ``synchronize`` must count the queued work: the stream is idle after it."""
+    x = torch.randn(4096, 4096, device=CUDA)
+    for _ in range(20):
+        x = x @ x / 64.0
+    synchronize(device)
+    assert torch.cuda.current_stream(CUDA).query()
+
+
+def test_auto_device_is_the_gpu():
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cpu") == torch.device("cpu")
