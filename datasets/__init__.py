@@ -30,7 +30,7 @@ def build(
 ) -> DatasetFamily:
     """Build the dataset family registered as ``name``.
 
-    ``root`` None (or empty) means ``data_home() / <family>.default_root``; ``options`` are the
+    ``root`` None (or empty) means ``data_home() / <family>.default_location(**options)``; ``options`` are the
     family's options (e.g. ``normal_dir`` for ``folder``, ``verify`` for all). DataError for an
     unknown name or a family that needs an explicit root.
     """
@@ -39,7 +39,7 @@ def build(
     except KeyError as err:
         raise DataError(err.args[0]) from err
     if not root:
-        default = getattr(family, "default_root", None)
+        default = family.default_location(**options)
         if default is None:
             raise DataError(f"dataset {name!r} has no default location; set data.root to its folder")
         root = data_home() / default

@@ -15,6 +15,12 @@ class DatasetFamily:
     """
 
     name: str = ""
+    default_root: str | None = None
+
+    @classmethod
+    def default_location(cls, **options: object) -> str | None:
+        """Folder name under the data home used when no root is given (None: a root is required)."""
+        return cls.default_root
 
     def __init__(self, root: str | Path, download: bool = False, **options: object) -> None:
         self.root = Path(root).expanduser()

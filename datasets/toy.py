@@ -38,8 +38,9 @@ and a mismatch regenerates the tree. Options: ``image_size``, ``n_train``, ``n_t
 ``n_test_defect``, plus those of :class:`~adbench.datasets.folder.FolderDataset`.
 
 ``toy_dev`` is a second, independent draw (seed 1, root ``$ADBENCH_DATA/toy_dev``) of the same
-categories. The CPU presets' budgets are chosen on toy_dev, and their numbers are reported on toy,
-so no choice looks at the toy test images.
+categories; its option ``draw`` = k > 1 gives further draws (seed k, dataset ``toy_dev_draw<k>``).
+The CPU presets' budgets are chosen on toy_dev draws, and their numbers are reported on toy, so no
+choice looks at the toy test images.
 
 Source/target split for few-shot protocols (:data:`TOY_SOURCE`, :data:`TOY_TARGET`): each group
 holds two textures and two structured pictures, one colour category each, and no category is in
@@ -332,8 +333,32 @@ class ToyDataset(FolderDataset):
 
 @register_dataset("toy_dev")
 class ToyDevDataset(ToyDataset):
-    """A second, independent draw of the toy set (seed 1, default root ``$ADBENCH_DATA/toy_dev``):
-    CPU presets are chosen on it, so no choice ever looks at the toy set's test images."""
+    """Independent draws of the toy set on which CPU presets are chosen, so no choice ever looks at
+    the toy set's test images.
+
+    Option ``draw`` (int >= 1, default 1) selects the draw: the generator seed. Draw 1 is
+    ``toy_dev`` (default root ``$ADBENCH_DATA/toy_dev``); draw k > 1 is the dataset
+    ``toy_dev_draw<k>`` (default root ``$ADBENCH_DATA/toy_dev_draw<k>``), so its records, leaderboard
+    rows and cache entries never mix with another draw's. ``python -m adbench -m data=toy_dev
+    data.draw=1,2,3`` compares a preset over several draws.
+    """
 
     default_root = "toy_dev"
-    seed = 1
+
+    @classmethod
+    def default_location(cls, **options: object) -> str:
+        """``toy_dev`` for draw 1, ``toy_dev_draw<k>`` for draw k."""
+        return cls.draw_name(options.get("draw", 1))
+
+    @staticmethod
+    def draw_name(draw: object) -> str:
+        """The dataset name of one draw; DataError unless ``draw`` is an integer >= 1."""
+        if isinstance(draw, bool) or not isinstance(draw, int) or draw < 1:
+            raise DataError(f"data.draw must be an integer >= 1 (1 = toy_dev), got {draw!r}")
+        return "toy_dev" if draw == 1 else f"toy_dev_draw{draw}"
+
+    def __init__(self, root: str | Path, download: bool = False, **options: object) -> None:
+        super().__init__(root, download, **options)
+        draw = options.get("draw", 1)
+        self.name = self.draw_name(draw)
+        self.seed = int(draw)  # type: ignore[arg-type]  (checked by draw_name)

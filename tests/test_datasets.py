@@ -339,6 +339,21 @@ def test_toy_dev_is_an_independent_draw(toy_root: Path, tmp_path: Path) -> None:
     assert "seed" not in (toy_root / ".toy_version").read_text()  # seed 0 keeps the toy stamp
 
 
+def test_toy_dev_draws_are_separate_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADBENCH_DATA", str(tmp_path))
+    first, third = build("toy_dev", **TOY_OPTIONS), build("toy_dev", draw=3, **TOY_OPTIONS)
+    assert (first.root, third.root) == (tmp_path / "toy_dev", tmp_path / "toy_dev_draw3")
+    assert first.load("grass").dataset == "toy_dev"
+    assert third.load("grass").dataset == "toy_dev_draw3"  # records and leaderboard rows never mix draws
+    literal = generate_toy(tmp_path / "literal", seed=3, **TOY_OPTIONS)  # draw k is generator seed k
+    same = tmp_path / "toy_dev_draw3" / "grass" / "test" / "cut" / "000.png"
+    assert (literal / "grass" / "test" / "cut" / "000.png").read_bytes() == same.read_bytes()
+    assert same.read_bytes() != (tmp_path / "toy_dev" / "grass" / "test" / "cut" / "000.png").read_bytes()
+    for bad in (0, -2, "2", 1.5, True):
+        with pytest.raises(DataError, match="data.draw must be an integer >= 1"):
+            build("toy_dev", draw=bad)
+
+
 @pytest.mark.parametrize("kind", DEFECTS)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_toy_defect_masks_are_exact(kind: str, channels: int) -> None:
