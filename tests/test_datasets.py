@@ -350,7 +350,7 @@ def test_toy_dev_draws_are_separate_datasets(tmp_path: Path, monkeypatch: pytest
     assert (literal / "grass" / "test" / "cut" / "000.png").read_bytes() == same.read_bytes()
     assert same.read_bytes() != (tmp_path / "toy_dev" / "grass" / "test" / "cut" / "000.png").read_bytes()
     for bad in (0, -2, "2", 1.5, True):
-        with pytest.raises(DataError, match="data.draw must be an integer >= 1"):
+        with pytest.raises(DataError, match=r"data\.draw must be an integer >= 1"):
             build("toy_dev", draw=bad)
 
 
