@@ -9,7 +9,7 @@ EXP ?= toy
 LAUNCHER ?=
 FORMAT ?= markdown
 METRIC ?= image_auroc,pixel_auroc,pixel_aupro
-TABLE ?= accuracy,efficiency,deltas
+TABLE ?= accuracy,efficiency,deltas,draws
 
 .PHONY: install test test-cuda lint bench leaderboard perf sweep report clean
 
@@ -32,7 +32,7 @@ bench:
 		$(if $(CATEGORY),data.category=$(CATEGORY)) $(ARGS)
 	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --metric $(METRIC) --format $(FORMAT)
 
-# tables printed, and written to $(RESULTS)/tables/{accuracy,efficiency,deltas}.{md,tex,csv}
+# tables printed, and written to $(RESULTS)/tables/{accuracy,efficiency,deltas,draws}.{md,tex,csv}
 leaderboard:
 	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --table $(TABLE) --metric $(METRIC) \
 		--format $(FORMAT) --out $(RESULTS)/tables

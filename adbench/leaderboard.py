@@ -11,6 +11,10 @@ with ``--out`` it also writes every table in all three formats (``make leaderboa
   image, peak RSS and GPU memory (max over runs) and parameters (median), per method and device.
 * deltas: our dataset means against ``adbench/reference/published.csv`` (:mod:`adbench.published`),
   where method, variant, protocol, dataset, backbone and resolution match and every category ran.
+* draws: for a dataset with several draws (``toy_dev``, ``toy_dev_draw2``, ...: names that differ
+  only by a ``_draw<k>`` suffix), per metric the category means over every draw and seed, their
+  mean and the worst category: the numbers a preset is chosen on. Mean and worst exist only when
+  the method has every category on every draw of the family.
 
 The best value of each column is marked (bold in markdown and LaTeX; LaTeX tables use booktabs).
 CSV tables are for machines: raw values (fractions, seconds, MB), no marks.
@@ -19,6 +23,7 @@ CSV tables are for machines: raw values (fractions, seconds, MB), no marks.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +46,8 @@ EFFICIENCY = (
     ("peak_gpu_mb", "peak GPU MB", "max", 1.0, 0),
     ("n_params", "params M", "median", 1e-6, 2),
 )
-TABLES = ("accuracy", "efficiency", "deltas")
+TABLES = ("accuracy", "efficiency", "deltas", "draws")
+DRAW_SUFFIX = re.compile(r"_draw\d+$")
 DASH = "–"
 
 
@@ -162,6 +168,54 @@ def accuracy_tables(frame: pd.DataFrame, metric: str) -> list[Table]:
     return out
 
 
+def _draw_families(frame: pd.DataFrame, metric: str) -> dict[str, pd.Series]:
+    """Family → ``metric`` averaged over seeds, indexed (label, category, dataset); families with
+    two or more draws only."""
+    ok = _finished(frame, metric)
+    ok["family"] = ok["dataset"].astype(str).str.replace(DRAW_SUFFIX, "", regex=True)
+    return {str(family): runs.groupby(["label", "category", "dataset"])[metric].mean()
+            for family, runs in ok.groupby("family", sort=True) if runs["dataset"].nunique() >= 2}
+
+
+def draw_pivot(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+    """Family (dataset name without ``_draw<k>``) → rows = methods, columns = categories, ``mean``
+    and ``worst``; cell = mean over draws of the mean over seeds. Only families with two or more draws."""
+    out = {}
+    for family, per_draw in _draw_families(frame, metric).items():
+        draws = per_draw.index.get_level_values("dataset").nunique()
+        cells = per_draw.groupby(["label", "category"]).mean().unstack("category")
+        categories = list(cells.columns)
+        complete = per_draw.groupby(["label", "category"]).size().unstack("category").eq(draws).all(axis=1)
+        cells["mean"] = cells[categories].mean(axis=1).where(complete)
+        cells["worst"] = cells[categories].min(axis=1).where(complete)
+        out[family] = cells
+    return out
+
+
+def draw_tables(frame: pd.DataFrame, metric: str) -> list[Table]:
+    """One :class:`Table` per dataset family with several draws (percent; best per column bold;
+    ``*`` = a cell averaging fewer draws than the family has)."""
+    out = []
+    families = _draw_families(frame, metric)
+    for family, block in draw_pivot(frame, metric).items():
+        names = sorted(families[family].index.get_level_values("dataset").unique())
+        counts = families[family].groupby(["label", "category"]).size().unstack("category")
+        header = ["method"] + [str(c) for c in block.columns]
+        rows = []
+        for label, values in block.iterrows():
+            row = [str(label)]
+            for column, value in values.items():
+                short = column in counts.columns and 0 < counts.at[label, column] < len(names)
+                row.append(_fmt(value, 100.0, 1) + ("*" if short else ""))
+            rows.append(row)
+        position = {label: i for i, label in enumerate(block.index)}
+        bold = {(position[r], j + 1) for j, col in enumerate(block.columns) for r in _best(block[col], False)}
+        notes = [f"draws: {', '.join(names)} (cells: mean over draws of the seed mean); "
+                 "worst = the lowest category; * = fewer draws than the family has"]
+        out.append(Table(f"{metric} (%) — {family}, mean over draws", header, rows, bold, notes))
+    return out
+
+
 def efficiency(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows = (dataset, label, device); columns = runs plus :data:`EFFICIENCY` keys: costs combined
     over the runs (mean, max or median; GPU memory NaN for CPU runs), accuracy as the dataset mean of
@@ -244,6 +298,9 @@ def build_tables(frame: pd.DataFrame, which: list[str], metrics: list[str],
             tables += efficiency_tables(frame)
         elif name == "deltas":
             tables += delta_tables(frame, configs)
+        elif name == "draws":
+            for metric in metrics:
+                tables += draw_tables(frame, metric)
         else:
             raise KeyError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
     return tables
@@ -268,6 +325,11 @@ def csv_text(frame: pd.DataFrame, which: list[str], metrics: list[str],
             table = published.compare(frame, published.load(), configs)
             if not table.empty:
                 parts.append("# deltas\n" + table.to_csv(index=False, float_format="%.6g"))
+        elif name == "draws":
+            for metric in metrics:
+                for family, table in draw_pivot(frame, metric).items():
+                    parts.append(f"# draws {family} {metric}\n"
+                                 + table.to_csv(index_label="method", float_format="%.6g"))
     return "\n".join(parts)
 
 
@@ -285,7 +347,7 @@ def render(frame: pd.DataFrame, which: list[str], metrics: list[str], fmt: str =
 
 def write_all(frame: pd.DataFrame, out: str | Path, metrics: list[str],
               configs: dict[str, dict[str, str]] | None = None) -> list[Path]:
-    """Write ``<out>/{accuracy,efficiency,deltas}.{md,tex,csv}``; returns the paths written."""
+    """Write ``<out>/{accuracy,efficiency,deltas,draws}.{md,tex,csv}``; returns the paths written."""
     out = Path(out)
     written = []
     for name in TABLES:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from adbench import published, results, viz
-from adbench.leaderboard import TABLES, accuracy_tables, efficiency, pivot, render, write_all
+from adbench.leaderboard import TABLES, accuracy_tables, draw_pivot, efficiency, pivot, render, write_all
 from adbench.metrics import auroc
 from adbench.report import make_report
 
@@ -54,7 +54,8 @@ def _frame(tmp_path: Path, records: list[dict]) -> pd.DataFrame:
 
 def golden_records() -> list[dict]:
     """A small fixed results set: two methods on a toy-like dataset (one with two seeds in a cell,
-    one missing a category), and PatchCore on all 15 MVTec AD categories with two backbones."""
+    one missing a category), both on two draws of a dev set (one missing a category on the second),
+    and PatchCore on all 15 MVTec AD categories with two backbones."""
     small = _config("efficientnet_lite0", 64)
     padim = _config("efficientnet_lite0", 64, method="padim") | {"method": {
         "name": "padim", "variant": "default", "image": {"resize": 64, "crop": 64}, "params": {}}}
@@ -71,6 +72,13 @@ def golden_records() -> list[dict]:
         _record("padim", "toy", "tile", padim, 0, image_auroc=0.60, pixel_auroc=0.7,
                 **(cost | {"fit_s": 1.5, "n_params": 1_500_000})),
     ]
+    for draw, offset in (("toy_dev", 0.0), ("toy_dev_draw2", 0.04)):  # two draws of one dev set
+        for category, value in (("brick", 0.9), ("grass", 0.8)):
+            records.append(_record("patchcore", draw, category, small, image_auroc=value + offset,
+                                   pixel_auroc=0.9, **cost))
+            if draw == "toy_dev" or category == "brick":  # padim lacks grass on draw 2: no mean, no worst
+                records.append(_record("padim", draw, category, padim, image_auroc=value + 2 * offset,
+                                       pixel_auroc=0.85, **(cost | {"n_params": 1_500_000})))
     paper = _config()
     for i, category in enumerate(MVTEC):
         records.append(_record("patchcore", "mvtec", category, paper, image_auroc=0.98 + 0.001 * (i % 3),
@@ -314,3 +322,18 @@ def test_saved_maps_keep_large_scores(tmp_path):
     save_predictions(tmp_path / "r.npz", out, keep=1)
     with np.load(tmp_path / "r.npz") as data:
         np.testing.assert_array_equal(data["maps"], maps[data["map_index"]])
+
+
+def test_draw_table_averages_seeds_within_a_draw_then_draws(tmp_path):
+    small = _config("efficientnet_lite0", 64)
+    values = {("toy_dev", 0): 0.90, ("toy_dev", 1): 0.70, ("toy_dev", 2): 0.80, ("toy_dev_draw3", 0): 1.00}
+    records = [_record("patchcore", draw, "grass", small, seed, image_auroc=v)
+               for (draw, seed), v in values.items()]
+    records += [_record("patchcore", draw, "brick", small, 0, image_auroc=0.95)
+                for draw in ("toy_dev", "toy_dev_draw3")]
+    records.append(_record("patchcore", "toy", "grass", small, 0, image_auroc=0.5))  # one draw: no table
+    draws = draw_pivot(_frame(tmp_path, records), "image_auroc")
+    assert list(draws) == ["toy_dev"]  # toy has one draw: no draw table
+    table = draws["toy_dev"].iloc[0]
+    assert table["grass"] == pytest.approx((0.80 + 1.00) / 2)  # (seed mean of draw 1 = 0.8) and draw 3
+    assert table["worst"] == pytest.approx(0.90) and table["mean"] == pytest.approx((0.90 + 0.95) / 2)
