@@ -42,7 +42,7 @@ RUN_ONLY_KEYS = (
     "seed", "shot_seed", "results_dir", "force", "save_model", "calibration_folds", "device", "batch_size",
     "num_workers", "threads", "progress", "cache", "hydra", "source_root", "sweep",
 )
-RUN_ONLY_DATA_KEYS = ("name", "root", "download", "category", "verify")
+RUN_ONLY_DATA_KEYS = ("name", "root", "download", "category", "verify", "draw")  # draw: in the dataset name
 
 
 _UMASK = os.umask(0o022)

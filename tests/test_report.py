@@ -327,13 +327,17 @@ def test_saved_maps_keep_large_scores(tmp_path):
 def test_draw_table_averages_seeds_within_a_draw_then_draws(tmp_path):
     small = _config("efficientnet_lite0", 64)
     values = {("toy_dev", 0): 0.90, ("toy_dev", 1): 0.70, ("toy_dev", 2): 0.80, ("toy_dev_draw3", 0): 1.00}
-    records = [_record("patchcore", draw, "grass", small, seed, image_auroc=v)
+    def drawn(dataset: str) -> dict:  # the runner's config of one draw: data.draw differs
+        return small | {"data": {**small["data"], "draw": 3 if dataset.endswith("3") else 1}}
+
+    records = [_record("patchcore", draw, "grass", drawn(draw), seed, image_auroc=v)
                for (draw, seed), v in values.items()]
-    records += [_record("patchcore", draw, "brick", small, 0, image_auroc=0.95)
+    records += [_record("patchcore", draw, "brick", drawn(draw), 0, image_auroc=0.95)
                 for draw in ("toy_dev", "toy_dev_draw3")]
     records.append(_record("patchcore", "toy", "grass", small, 0, image_auroc=0.5))  # one draw: no table
     draws = draw_pivot(_frame(tmp_path, records), "image_auroc")
     assert list(draws) == ["toy_dev"]  # toy has one draw: no draw table
+    assert list(draws["toy_dev"].index) == ["patchcore"]  # one setup, whatever its draw
     table = draws["toy_dev"].iloc[0]
     assert table["grass"] == pytest.approx((0.80 + 1.00) / 2)  # (seed mean of draw 1 = 0.8) and draw 3
     assert table["worst"] == pytest.approx(0.90) and table["mean"] == pytest.approx((0.90 + 0.95) / 2)

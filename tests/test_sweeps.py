@@ -224,6 +224,10 @@ def test_experiment_presets(hydra_config):
             named.setdefault(method, name)
     for method, name in named.items():
         assert hydra_config([f"+experiment={name}", f"method={method}"]).method.name
+    draws = hydra_config(["+experiment=toy_dev_draws", "method=glass_cpu"])
+    assert draws.data.name == "toy_dev" and draws.method.name == "glass"
+    assert draws.hydra.sweeper.params["data.draw"] == "1,2,3"
+    assert draws.hydra.sweeper.params["data.category"].split(",") == list(TOY_CATEGORIES)
     few = hydra_config(["+experiment=toy_fewshot"])
     assert few.protocol == "few_shot" and few.source == "toy" and few.shots == 4
     assert few.data.category.split(",") == list(TOY_TARGET)
