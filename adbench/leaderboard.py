@@ -177,29 +177,32 @@ def _draw_families(frame: pd.DataFrame, metric: str) -> dict[str, pd.Series]:
             for family, runs in ok.groupby("family", sort=True) if runs["dataset"].nunique() >= 2}
 
 
+def _family_pivot(per_draw: pd.Series) -> pd.DataFrame:
+    """One family's seed means (label, category, dataset) → rows = methods, columns = categories,
+    ``mean`` and ``worst`` (NaN unless the method has every category on every draw)."""
+    draws = per_draw.index.get_level_values("dataset").nunique()
+    cells = per_draw.groupby(["label", "category"]).mean().unstack("category")
+    categories = list(cells.columns)
+    complete = per_draw.groupby(["label", "category"]).size().unstack("category").eq(draws).all(axis=1)
+    cells["mean"] = cells[categories].mean(axis=1).where(complete)
+    cells["worst"] = cells[categories].min(axis=1).where(complete)
+    return cells
+
+
 def draw_pivot(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
     """Family (dataset name without ``_draw<k>``) → rows = methods, columns = categories, ``mean``
     and ``worst``; cell = mean over draws of the mean over seeds. Only families with two or more draws."""
-    out = {}
-    for family, per_draw in _draw_families(frame, metric).items():
-        draws = per_draw.index.get_level_values("dataset").nunique()
-        cells = per_draw.groupby(["label", "category"]).mean().unstack("category")
-        categories = list(cells.columns)
-        complete = per_draw.groupby(["label", "category"]).size().unstack("category").eq(draws).all(axis=1)
-        cells["mean"] = cells[categories].mean(axis=1).where(complete)
-        cells["worst"] = cells[categories].min(axis=1).where(complete)
-        out[family] = cells
-    return out
+    return {family: _family_pivot(per_draw) for family, per_draw in _draw_families(frame, metric).items()}
 
 
 def draw_tables(frame: pd.DataFrame, metric: str) -> list[Table]:
     """One :class:`Table` per dataset family with several draws (percent; best per column bold;
     ``*`` = a cell averaging fewer draws than the family has)."""
     out = []
-    families = _draw_families(frame, metric)
-    for family, block in draw_pivot(frame, metric).items():
-        names = sorted(families[family].index.get_level_values("dataset").unique())
-        counts = families[family].groupby(["label", "category"]).size().unstack("category")
+    for family, per_draw in _draw_families(frame, metric).items():
+        block = _family_pivot(per_draw)
+        names = sorted(per_draw.index.get_level_values("dataset").unique())
+        counts = per_draw.groupby(["label", "category"]).size().unstack("category")
         header = ["method"] + [str(c) for c in block.columns]
         rows = []
         for label, values in block.iterrows():
