@@ -50,15 +50,25 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def git_sha() -> str:
+def git_sha(repo_dir: Path | None = None) -> str:
+    """The checkout's commit (12 hex digits) with ``+dirty`` when tracked files differ from it.
+
+    A run started from an edited tree is then not mistaken for that commit's numbers. Returns
+    ``"unknown"`` outside a git checkout (an installed wheel) or without git.
+    """
+    cwd = repo_dir or Path(__file__).parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd,
             capture_output=True, text=True, timeout=5, check=True,
-        )
-        return out.stdout.strip()
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{sha}+dirty" if changes else sha
 
 
 def config_hash(cfg: DictConfig, category: str) -> str:

@@ -13,7 +13,7 @@ from adbench.knn import faiss_has_gpu
 from adbench.leaderboard import main as leaderboard_main
 from adbench.perf import compose
 from adbench.results import LEADERBOARD_COLUMNS
-from adbench.runner import config_hash, run
+from adbench.runner import config_hash, git_sha, run
 
 TINY = ["method.image.resize=64", "method.image.crop=64", "progress=false", "batch_size=16"]
 
@@ -80,3 +80,20 @@ def test_cli_folder_dataset_without_masks(toy_root, tmp_path):
     frame = pd.read_csv(results / "leaderboard.csv")
     assert frame.loc[0, "status"] == "ok" and frame.loc[0, "image_auroc"] > 0.5
     assert pd.isna(frame.loc[0, "pixel_auroc"])
+
+
+def test_git_sha_marks_a_tree_with_uncommitted_changes(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one\n")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    clean = git_sha(tmp_path)
+    assert len(clean) == 12 and all(c in "0123456789abcdef" for c in clean)
+    (tmp_path / "untracked.txt").write_text("not part of the tree\n")
+    assert git_sha(tmp_path) == clean
+    (tmp_path / "a.txt").write_text("two\n")
+    assert git_sha(tmp_path) == f"{clean}+dirty"
+    assert git_sha(tmp_path / "no-such-dir") == "unknown"
