@@ -196,23 +196,23 @@ def draw_pivot(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
 
 
 def draw_tables(frame: pd.DataFrame, metric: str) -> list[Table]:
-    """One :class:`Table` per dataset family with several draws (percent; best per column bold;
-    ``*`` = a cell averaging fewer draws than the family has)."""
+    """One :class:`Table` per dataset family with several draws (percent; best per column bold among
+    the cells that average every draw; ``*`` = a cell averaging fewer draws than the family has)."""
     out = []
     for family, per_draw in _draw_families(frame, metric).items():
         block = _family_pivot(per_draw)
         names = sorted(per_draw.index.get_level_values("dataset").unique())
         counts = per_draw.groupby(["label", "category"]).size().unstack("category")
+        short = (counts > 0) & (counts < len(names))
+        short = short.reindex(index=block.index, columns=block.columns, fill_value=False)
         header = ["method"] + [str(c) for c in block.columns]
-        rows = []
-        for label, values in block.iterrows():
-            row = [str(label)]
-            for column, value in values.items():
-                short = column in counts.columns and 0 < counts.at[label, column] < len(names)
-                row.append(_fmt(value, 100.0, 1) + ("*" if short else ""))
-            rows.append(row)
+        rows = [[str(label), *(_fmt(v, 100.0, 1) + ("*" if missing else "")
+                               for v, missing in zip(values, short.loc[label]))]
+                for label, values in block.iterrows()]
+        complete = block.where(~short)  # a cell missing draws is never marked best
         position = {label: i for i, label in enumerate(block.index)}
-        bold = {(position[r], j + 1) for j, col in enumerate(block.columns) for r in _best(block[col], False)}
+        bold = {(position[r], j + 1)
+                for j, col in enumerate(block.columns) for r in _best(complete[col], False)}
         notes = [f"draws: {', '.join(names)} (cells: mean over draws of the seed mean); "
                  "worst = the lowest category; * = fewer draws than the family has"]
         out.append(Table(f"{metric} (%) — {family}, mean over draws", header, rows, bold, notes))

@@ -16,7 +16,16 @@ import torch
 from PIL import Image
 
 from adbench import published, results, viz
-from adbench.leaderboard import TABLES, accuracy_tables, draw_pivot, efficiency, pivot, render, write_all
+from adbench.leaderboard import (
+    TABLES,
+    accuracy_tables,
+    draw_pivot,
+    draw_tables,
+    efficiency,
+    pivot,
+    render,
+    write_all,
+)
 from adbench.metrics import auroc
 from adbench.report import make_report
 
@@ -341,3 +350,16 @@ def test_draw_table_averages_seeds_within_a_draw_then_draws(tmp_path):
     table = draws["toy_dev"].iloc[0]
     assert table["grass"] == pytest.approx((0.80 + 1.00) / 2)  # (seed mean of draw 1 = 0.8) and draw 3
     assert table["worst"] == pytest.approx(0.90) and table["mean"] == pytest.approx((0.90 + 0.95) / 2)
+
+
+def test_draw_table_never_marks_a_cell_missing_draws_best(tmp_path):
+    draws = ("toy_dev", "toy_dev_draw2")
+    records = [_record("patchcore", draw, "grass", _config("efficientnet_lite0", crop), image_auroc=value)
+               for draw in draws for crop, value in ((64, 0.90), (96, 0.80))]
+    padim = _config("efficientnet_lite0", 64, method="padim")
+    records.append(_record("padim", "toy_dev", "grass", padim, image_auroc=0.99))
+    (table,) = draw_tables(_frame(tmp_path, records), "image_auroc")
+    grass = table.header.index("grass")
+    assert sorted(row[grass] for row in table.rows) == ["80.0", "90.0", "99.0*"]  # padim: one draw of two
+    best = {table.rows[i][grass] for i, j in table.bold if j == grass}
+    assert best == {"90.0"}
