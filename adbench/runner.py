@@ -226,6 +226,11 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
     if existing is not None and existing.get("status") == "ok" and not cfg.force:
         log.info("skip %s/%s/%s: finished record %s (force=true re-runs)", category.dataset,
                  category.name, cfg.method.name, path)
+        recorded, current = existing.get("git_sha", "unknown"), git_sha()
+        if recorded != current:
+            log.warning("skip %s: its record was made at commit %s, this tree is %s; the config is the "
+                        "same, but changed code may change its numbers (force=true re-runs)",
+                        path, recorded, current)
         return existing
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from adbench.runner import config_hash, git_sha, run
 TINY = ["method.image.resize=64", "method.image.crop=64", "progress=false", "batch_size=16"]
 
 
-def test_patchcore_toy_end_to_end(toy_root, tmp_path):
+def test_patchcore_toy_end_to_end(toy_root, tmp_path, caplog):
     results = tmp_path / "results"
     overrides = ["method=patchcore", "data=toy", f"data.root={toy_root}", "data.category=brick",
                  f"results_dir={results}", *TINY]
@@ -42,6 +43,11 @@ def test_patchcore_toy_end_to_end(toy_root, tmp_path):
     # same config and seed -> skipped (same record); force=true -> recomputed, same numbers
     (again,) = run(compose(overrides))
     assert again["finished_at"] == record["finished_at"]
+    assert "made at commit" not in caplog.text
+    record_file.write_text(json.dumps({**stored, "git_sha": "0123456789ab"}))  # made by other code
+    with caplog.at_level(logging.WARNING, logger="adbench"):
+        (again,) = run(compose(overrides))
+    assert again["finished_at"] == record["finished_at"] and "made at commit 0123456789ab" in caplog.text
     (forced,) = run(compose([*overrides, "force=true"]))
     assert forced["image_auroc"] == record["image_auroc"] and forced["pixel_aupro"] == record["pixel_aupro"]
     assert len(pd.read_csv(results / "leaderboard.csv")) == 1
