@@ -177,22 +177,25 @@ def _draw_families(frame: pd.DataFrame, metric: str) -> dict[str, pd.Series]:
             for family, runs in ok.groupby("family", sort=True) if runs["dataset"].nunique() >= 2}
 
 
-def _family_pivot(per_draw: pd.Series) -> pd.DataFrame:
-    """One family's seed means (label, category, dataset) → rows = methods, columns = categories,
-    ``mean`` and ``worst`` (NaN unless the method has every category on every draw)."""
+def _family_pivot(per_draw: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One family's seed means (label, category, dataset) → (cells, counts). cells: rows = methods,
+    columns = categories, ``mean`` and ``worst`` (NaN unless the method has every category on every
+    draw); counts: the draws each (method, category) cell averages (NaN where it has none)."""
     draws = per_draw.index.get_level_values("dataset").nunique()
-    cells = per_draw.groupby(["label", "category"]).mean().unstack("category")
+    by_cell = per_draw.groupby(["label", "category"])
+    cells = by_cell.mean().unstack("category")
+    counts = by_cell.size().unstack("category")
     categories = list(cells.columns)
-    complete = per_draw.groupby(["label", "category"]).size().unstack("category").eq(draws).all(axis=1)
+    complete = counts.eq(draws).all(axis=1)
     cells["mean"] = cells[categories].mean(axis=1).where(complete)
     cells["worst"] = cells[categories].min(axis=1).where(complete)
-    return cells
+    return cells, counts
 
 
 def draw_pivot(frame: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
     """Family (dataset name without ``_draw<k>``) → rows = methods, columns = categories, ``mean``
     and ``worst``; cell = mean over draws of the mean over seeds. Only families with two or more draws."""
-    return {family: _family_pivot(per_draw) for family, per_draw in _draw_families(frame, metric).items()}
+    return {family: _family_pivot(per_draw)[0] for family, per_draw in _draw_families(frame, metric).items()}
 
 
 def draw_tables(frame: pd.DataFrame, metric: str) -> list[Table]:
@@ -200,9 +203,8 @@ def draw_tables(frame: pd.DataFrame, metric: str) -> list[Table]:
     the cells that average every draw; ``*`` = a cell averaging fewer draws than the family has)."""
     out = []
     for family, per_draw in _draw_families(frame, metric).items():
-        block = _family_pivot(per_draw)
+        block, counts = _family_pivot(per_draw)
         names = sorted(per_draw.index.get_level_values("dataset").unique())
-        counts = per_draw.groupby(["label", "category"]).size().unstack("category")
         short = (counts > 0) & (counts < len(names))
         short = short.reindex(index=block.index, columns=block.columns, fill_value=False)
         header = ["method"] + [str(c) for c in block.columns]
