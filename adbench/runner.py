@@ -224,10 +224,11 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
     path = record_path(cfg.results_dir, category.dataset, category.name, cfg.method.name, chash)
     existing = read_record(path)
     if existing is not None and existing.get("status") == "ok" and not cfg.force:
-        log.info("skip %s/%s/%s: finished record %s (force=true re-runs)", category.dataset,
-                 category.name, cfg.method.name, path)
         recorded, current = existing.get("git_sha", "unknown"), git_sha()
-        if recorded != current:
+        if recorded == current:
+            log.info("skip %s/%s/%s: finished record %s (force=true re-runs)", category.dataset,
+                     category.name, cfg.method.name, path)
+        else:
             log.warning("skip %s: its record was made at commit %s, this tree is %s; the config is the "
                         "same, but changed code may change its numbers (force=true re-runs)",
                         path, recorded, current)
