@@ -40,14 +40,21 @@ def test_patchcore_toy_end_to_end(toy_root, tmp_path, caplog):
     stored = json.loads(record_file.read_text())
     assert stored["image_auroc"] == record["image_auroc"]
 
-    # same config and seed -> skipped (same record); force=true -> recomputed, same numbers
-    (again,) = run(compose(overrides))
+    # same config and seed -> skipped (same record), one log line; force=true -> recomputed, same numbers
+    def skip_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("skip ")]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="adbench"):
+        (again,) = run(compose(overrides))
     assert again["finished_at"] == record["finished_at"]
-    assert "made at commit" not in caplog.text
+    assert [r.levelno for r in skip_lines()] == [logging.INFO] and "made at commit" not in caplog.text
     record_file.write_text(json.dumps({**stored, "git_sha": "0123456789ab"}))  # made by other code
-    with caplog.at_level(logging.WARNING, logger="adbench"):
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="adbench"):
         (again,) = run(compose(overrides))
     assert again["finished_at"] == record["finished_at"] and "made at commit 0123456789ab" in caplog.text
+    assert [r.levelno for r in skip_lines()] == [logging.WARNING]
     (forced,) = run(compose([*overrides, "force=true"]))
     assert forced["image_auroc"] == record["image_auroc"] and forced["pixel_aupro"] == record["pixel_aupro"]
     assert len(pd.read_csv(results / "leaderboard.csv")) == 1
