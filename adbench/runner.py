@@ -173,6 +173,12 @@ def fit_method(method: Method, ctx: Context) -> float:
     return seconds
 
 
+def _host_float(values: torch.Tensor) -> torch.Tensor:
+    """``values`` on the CPU as float32, or as float64 when the method computed them in float64 (CFlow's
+    maps: rounding them to float32 would tie the extreme pixels again)."""
+    return values.cpu() if values.dtype == torch.float64 else values.float().cpu()
+
+
 def predict_category(method: Method, ctx: Context, samples: list[Sample] | None = None) -> dict[str, Any]:
     """Run the fitted method once over ``samples`` (default: the test set); maps at the evaluation
     resolution."""
@@ -189,8 +195,8 @@ def predict_category(method: Method, ctx: Context, samples: list[Sample] | None 
         pred = method.predict(batch, ctx)
         synchronize(ctx.device)
         infer_s += time.perf_counter() - start
-        scores.append(pred.image_scores.float().cpu())
-        maps.append(pred.anomaly_maps.float().cpu())
+        scores.append(_host_float(pred.image_scores))
+        maps.append(_host_float(pred.anomaly_maps))
         masks.append(batch.masks)
         labels.append(batch.labels)
         paths += batch.paths

@@ -91,6 +91,7 @@ class CFlow(Method):
         warmup_meta_epochs: int = 2,
         rotation_degrees: float = 5.0,
         normalizer: str = "train_max",
+        zero_grad_set_to_none: bool = False,
     ) -> None:
         super().__init__()
         if normalizer not in NORMALIZERS:
@@ -107,6 +108,7 @@ class CFlow(Method):
         self.warmup_meta_epochs = warmup_meta_epochs
         self.rotation_degrees = rotation_degrees
         self.normalizer = normalizer
+        self.zero_grad_set_to_none = zero_grad_set_to_none
         self.decoders = nn.ModuleList()
         self.register_buffer("layer_log_prob_max", torch.empty(0))
         self.register_buffer("score_max", torch.empty(0))
@@ -219,7 +221,7 @@ class CFlow(Method):
             idx = perm[f * self.fiber_batch : (f + 1) * self.fiber_batch]
             log_prob = flow_log_prob(self.decoders[layer], x[idx], cond[idx])
             loss = -F.logsigmoid(log_prob).mean()
-            optimizer.zero_grad()
+            optimizer.zero_grad(set_to_none=self.zero_grad_set_to_none)
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
@@ -242,10 +244,15 @@ class CFlow(Method):
                                       for size, *maps in zip(sizes, *per_layer)]).max()
 
     def _summed_probability(self, log_probs: list[torch.Tensor], size: torch.Size) -> torch.Tensor:
-        """Σ_l upsample(exp(log p_l − max_l)) at ``size`` → [B, H, W]."""
+        """Σ_l upsample(exp(log p_l − max_l)) at ``size`` → float64 [B, H, W].
+
+        float64 as the official code (train.py: ``torch.tensor(test_dist[l], dtype=torch.double)``
+        before ``exp``): float32 ``exp`` underflows to 0 below about −87 nats/dim under the maximum, so
+        every pixel past that would tie.
+        """
         total = None
         for layer, log_prob in enumerate(log_probs):
-            prob = torch.exp(log_prob - self.layer_log_prob_max[layer])
+            prob = torch.exp(log_prob.double() - self.layer_log_prob_max[layer].double())
             prob = upsample(prob, tuple(size), align_corners=True)
             total = prob if total is None else total + prob
         assert total is not None

@@ -195,3 +195,36 @@ def test_sweep_extracts_each_image_once(toy_root, tmp_path):
     (again,) = run(compose([*common, "method=padim", "force=true"]))
     assert again["cache_misses"] == 0 and again["cache_disk_hits"] == 70
     assert again["image_auroc"] == second["image_auroc"] and again["pixel_aupro"] == second["pixel_aupro"]
+
+
+@pytest.mark.parametrize("set_to_none", [False, True])
+def test_idle_decoder_moves_on_adam_momentum_only_with_zeroed_grads(set_to_none):
+    """Official code (torch 1.8): ``optimizer.zero_grad()`` zeroes gradients, so with one Adam over all
+    decoders a decoder idle at a step still moves on its momentum; with ``set_to_none`` it stays put."""
+    torch.manual_seed(0)
+    method = CFlow(n_blocks=1, fiber_batch=4, zero_grad_set_to_none=set_to_none)
+    method.build([3, 3], seed=0)
+    optimizer = torch.optim.Adam(method.decoders.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    method._train_layer(1, torch.randn(1, 3, 2, 2), optimizer, generator)  # decoder 1 gains momentum
+    before = [p.detach().clone() for p in method.decoders[1].parameters()]
+    method._train_layer(0, torch.randn(1, 3, 2, 2), optimizer, generator)  # decoder 1 is idle
+    moved = max((p - q).abs().max().item() for p, q in zip(method.decoders[1].parameters(), before))
+    assert (moved == 0) if set_to_none else (moved > 1e-4)
+
+
+def test_official_preset_zeroes_gradients_and_resizes_with_lanczos():
+    preset = yaml.safe_load((CONF / "cflow.yaml").read_text())
+    assert preset["params"]["zero_grad_set_to_none"] is False
+    assert preset["image"]["interpolation"] == "lanczos"
+
+
+def test_map_keeps_pixels_far_below_the_training_maximum_apart():
+    """exp in float64 (official train.py): log-likelihoods 100 and 120 nats/dim under the maximum give
+    different map values; float32 exp would make both 0, a tie."""
+    method = CFlow()
+    method.layer_log_prob_max = torch.zeros(1)
+    log_prob = torch.tensor([[[-100.0, -120.0]]])
+    summed = method._summed_probability([log_prob], torch.Size([1, 2]))
+    assert summed.dtype == torch.float64
+    assert summed[0, 0, 0] > summed[0, 0, 1] > 0
