@@ -5,7 +5,8 @@ greedy coreset of the training patches (:mod:`adbench.coreset`), exact nearest-n
 (faiss ``IndexFlatL2``, squared L2). Patch score = mean squared distance to the k nearest bank
 entries; image score = max patch score, taken before upsampling; map = bilinear upsampling to
 the input size, then Gaussian σ = 4. The paper's re-weighting (eq. 7), which the official code
-does not implement, is available with ``reweight_neighbours`` > 1.
+does not implement, is available with ``reweight_neighbours`` > 1 (on squared distances, the maps'
+unit).
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class PatchCore(Method):
         return self._index.search(queries, k)
 
     def _reweighted_scores(self, emb: torch.Tensor, patch_scores: torch.Tensor) -> torch.Tensor:
-        """Paper eq. 7: s = (1 − exp‖m* − n*‖ / Σ_b exp‖m* − n‖) · ‖m* − n*‖ per image [B]."""
+        """Paper eq. 7 per image [B]: weight w = 1 − exp‖m* − n*‖ / Σ_b exp‖m* − n‖ (Euclidean
+        distances, as the paper), times the SQUARED distance ‖m* − n*‖², so the score is in the unit of
+        the maps and of the default score (faiss IndexFlatL2's squared L2)."""
         b = emb.shape[0]
         flat_scores = patch_scores.reshape(b, -1)
         worst = flat_scores.argmax(dim=1)
@@ -101,7 +104,7 @@ class PatchCore(Method):
         _, support = self._search(nearest, self.reweight_neighbours)  # b bank neighbours of m*
         dists = torch.linalg.vector_norm(worst_patch[:, None] - self.memory_bank[support], dim=-1)
         weight = 1 - torch.softmax(dists, dim=1)[:, 0]
-        return weight * dists[:, 0]
+        return weight * dists[:, 0].square()
 
     @torch.no_grad()
     def predict(self, batch: Batch, ctx: Context) -> Prediction:

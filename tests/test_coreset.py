@@ -169,3 +169,27 @@ def test_cuda_matches_reference(small_blocks: None) -> None:
     got, stats = greedy_coreset_with_stats(feats.cuda(), 0.1, seed=9)
     assert got.device.type == "cuda" and stats.rounds > 1
     assert got.cpu().tolist() == brute_force_greedy_coreset(feats, 0.1, seed=9).tolist()
+
+
+def test_patchcore_reweighted_score_is_eq7_on_squared_distances():
+    """Paper eq. 7 written out per image: m* = the patch of highest score, n* its nearest bank entry,
+    N_b = the b bank entries nearest to n*; w = 1 − exp‖m* − n*‖ / Σ_{n ∈ N_b} exp‖m* − n‖ on Euclidean
+    distances, score = w · ‖m* − n*‖², in the squared unit of the maps and the default score."""
+    from adbench.methods.patchcore import PatchCore
+
+    gen = torch.Generator().manual_seed(0)
+    method = PatchCore(target_dim=4, reweight_neighbours=3)
+    method.memory_bank = torch.randn(20, 4, generator=gen)
+    emb = torch.randn(2, 3, 3, 4, generator=gen)
+    flat = emb.reshape(2, 9, 4)
+    patch_scores = torch.cdist(flat, method.memory_bank).min(dim=2).values.square().reshape(2, 3, 3)
+    expected = []
+    for b in range(2):
+        worst = flat[b, patch_scores[b].reshape(-1).argmax()]
+        to_bank = torch.linalg.vector_norm(method.memory_bank - worst, dim=1)
+        nearest = method.memory_bank[to_bank.argmin()]
+        support = torch.linalg.vector_norm(method.memory_bank - nearest, dim=1).argsort()[:3]
+        weight = 1 - torch.exp(to_bank.min()) / torch.exp(to_bank[support]).sum()
+        expected.append(weight * to_bank.min() ** 2)
+    scores = method._reweighted_scores(emb, patch_scores)
+    torch.testing.assert_close(scores, torch.stack(expected), rtol=1e-5, atol=1e-6)
