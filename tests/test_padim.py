@@ -130,3 +130,13 @@ def test_toy_run_and_saved_model(toy_root, tmp_path):
     assert record["n_params"] == 100 + 256 * 100 + 256 * 100 * 100  # channel index + mean + precision
     saved = torch.load(next(tmp_path.rglob("*.model.pt")), weights_only=False)["state_dict"]
     assert saved["precision"].shape == (256, 100, 100) and saved["channel_index"].shape == (100,)
+
+
+def test_official_preset_resizes_with_lanczos():
+    """The reference loader (datasets/mvtec.py) resizes with Image.ANTIALIAS, i.e. Lanczos."""
+    from pathlib import Path
+
+    import yaml
+
+    preset = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/method/padim.yaml").read_text())
+    assert preset["image"]["interpolation"] == "lanczos"
