@@ -130,6 +130,17 @@ def build_method(cfg: DictConfig) -> Method:
     return get_method(cfg.method.name)(**params)
 
 
+def backbone_name(cfg: DictConfig) -> str:
+    """``backbone.name``, with the timm weight tag that the method's official code loads for that
+    architecture where its preset names one (``method.backbone_tags``: ResAD's code gets timm's
+    ``racm_in1k`` wide_resnet50_2, not torchvision's V1): ``wide_resnet50_2.tv_in1k`` →
+    ``wide_resnet50_2.racm_in1k``."""
+    name = str(cfg.backbone.name)
+    tags = cfg.method.get("backbone_tags") or {}
+    architecture = name.split(".")[0]
+    return f"{architecture}.{tags[architecture]}" if architecture in tags else name
+
+
 def build_context(cfg: DictConfig, method: Method, category: Category, device: torch.device) -> Context:
     """The transform (normalisation from the backbone's weights) and, for feature methods, the extractor."""
     image = cfg.method.image
@@ -137,7 +148,7 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
     mean, std = None, None
     if getattr(method, "uses_backbone", False) or cfg.method.get("normalize", "backbone") == "backbone":
         backbone = build_backbone(
-            cfg.backbone.name, list(cfg.method.get("layers") or ["layer2", "layer3"]),
+            backbone_name(cfg), list(cfg.method.get("layers") or ["layer2", "layer3"]),
             weights=cfg.backbone.get("weights"), hub=bool(cfg.backbone.get("hub", True)),
         )
         mean, std = backbone.weights.mean, backbone.weights.std
@@ -151,7 +162,7 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
             cache_dir=cfg.cache.get("dir"), max_disk_gb=cfg.cache.get("max_disk_gb"),
             cache_layers=list(cfg.cache.get("layers") or []),
             backbone_factory=functools.partial(
-                build_backbone, cfg.backbone.name, weights=cfg.backbone.get("weights"),
+                build_backbone, backbone_name(cfg), weights=cfg.backbone.get("weights"),
                 hub=bool(cfg.backbone.get("hub", True)),
             ),
         )
@@ -245,7 +256,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         "run_id": f"{category.dataset}/{category.name}/{cfg.method.name}/{chash}",
         "method": cfg.method.name, "variant": cfg.method.get("variant", "default"),
         "dataset": category.dataset, "category": category.name, "protocol": cfg.protocol,
-        "backbone": cfg.backbone.name if cfg.method.get("normalize", "backbone") == "backbone" else "none",
+        "backbone": backbone_name(cfg) if cfg.method.get("normalize", "backbone") == "backbone" else "none",
         "seed": int(cfg.seed), "config_hash": chash, "git_sha": git_sha(), "adbench_version": __version__,
         "torch_version": torch.__version__, "device": str(device), "n_train": len(category.train),
         "n_test": len(category.test), "image_size": f"{cfg.method.image.resize}->{cfg.method.image.crop}",

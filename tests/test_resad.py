@@ -218,3 +218,18 @@ def test_training_references_are_normal_train_images_outside_the_batch(small_toy
     for name, refs in (("brick", chosen[:4]), ("coins", chosen[4:])):
         train = {s.image_path for c in source if c.name == name for s in c.train}
         assert set(refs) <= train and not set(refs) & set(batch.paths) and len(set(refs)) == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("resad", "racm_in1k"), ("resad_code", "racm_in1k"), ("patchcore", "tv_in1k"), ("padim", "tv_in1k"),
+     ("cflow", "tv_in1k"), ("glass", "tv_in1k")],
+)
+def test_paper_backbone_weights_are_the_official_codes(method, expected):
+    """ResAD's code loads timm's default wide_resnet50_2 (racm_in1k under timm 0.6); PatchCore, PaDiM,
+    CFlow and GLASS call torchvision's V1 weights (tv_in1k). Offline backbones are left as they are."""
+    from adbench.runner import backbone_name
+
+    paper = compose([f"method={method}", "backbone=wide_resnet50_2"])
+    assert backbone_name(paper) == f"wide_resnet50_2.{expected}"
+    assert backbone_name(compose([f"method={method}"])) == "efficientnet_lite0"
