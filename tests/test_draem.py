@@ -199,3 +199,13 @@ def test_draem_end_to_end_tiny(toy_root, tmp_path):
     assert "image weight U[0.0, 0.8]" in record["info_synthesis"]
     bad = run(compose([*overrides, "method.image.resize=48", "method.image.crop=48", "force=true"]))[0]
     assert bad["status"] == "failed" and "divisible by 32" in bad["error"]
+
+
+def test_paper_preset_names_the_code_augmentations_it_keeps():
+    """The paper lists 7 augmentations, the code 10; the paper preset keeps the code's and says so."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "conf/method/draem_paper.yaml").read_text()
+    header = text.split("defaults:")[0]
+    assert "10 imgaug ops" in header and "7 ops" in header
+    assert "n_augmentations" not in text.split("params:")[1]  # the code's 3 of 10, inherited from draem.yaml
