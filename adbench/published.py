@@ -10,8 +10,11 @@ A published row and one of our setups (:func:`adbench.results.setup_labels`) are
 experiment** when method, protocol, ``variant`` (empty = any), few-shot ``shots`` and ``source``
 and every ``config`` condition (``key=value;...`` on the dotted run config) agree. Only then does a
 row appear; it gets a difference when, in addition, backbone (a paper backbone without a weights tag
-matches any tag of that architecture), resolution and dataset match and every category of the
-dataset ran. Otherwise the note says what differs and no difference is shown.
+matches any tag of that architecture), resolution and dataset match, every category of the
+dataset ran and every ``requires`` condition holds (the published protocol: ``key=value`` or
+``key!=value``, e.g. GLASS's DTD textures and foreground masks). Otherwise the note says what differs
+and no difference is shown. AU-PRO gets a difference only where the paper's AU-PRO is the MVTec
+definition (``aupro_definition`` = ``mvtec``), the one :mod:`adbench.metrics` computes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pandas as pd
 
 REFERENCE_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "pixel_ap")
 TEXT_COLUMNS = ("method", "variant", "paper_variant", "dataset", "protocol", "backbone", "source", "config",
-                "note", "citation")
+                "requires", "aupro_definition", "note", "citation")
 COMPARISON_COLUMNS = ("label", "method", "variant", "dataset", "metric", "ours", "paper", "delta", "runs",
                       "paper_variant", "citation", "note")
 
@@ -43,6 +46,20 @@ def conditions(text: str) -> dict[str, str]:
     """``"a.b=1;c=x"`` → ``{"a.b": "1", "c": "x"}``."""
     pairs = [part.split("=", 1) for part in text.split(";") if part.strip()]
     return {key.strip(): value.strip() for key, value in pairs}
+
+
+def unmet_requirements(text: str, config: dict[str, str] | None) -> list[str]:
+    """Notes for the ``requires`` conditions (``key=value`` or ``key!=value``, ``;``-separated) that the
+    flattened run ``config`` does not meet, e.g. ``texture_source differs (ours builtin, paper dtd)``."""
+    notes = []
+    for part in filter(str.strip, text.split(";")):
+        negated = "!=" in part
+        key, value = (s.strip() for s in part.split("!=" if negated else "=", 1))
+        ours = (config or {}).get(key)
+        if negated == _same_value(ours, value):
+            paper = f"not {value}" if negated else value
+            notes.append(f"{key.rsplit('.', 1)[-1]} differs (ours {ours}, paper {paper})")
+    return notes
 
 
 def _same_value(ours: str | None, wanted: str) -> bool:
@@ -111,7 +128,8 @@ def compare(frame: pd.DataFrame, published: pd.DataFrame | None = None,
         for (label, setup), runs in candidates.groupby(["label", "setup"]):
             if not _same_experiment(paper, runs, None if configs is None else configs.get(setup)):
                 continue
-            notes = _differences(paper, runs)
+            notes = _differences(paper, runs) + unmet_requirements(
+                paper["requires"], None if configs is None else configs.get(setup))
             seeds = runs.groupby("category")["seed"].nunique()
             n_seeds = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
             runs_text = f"{runs['category'].nunique()}/{int(paper['n_categories'])} cat. × {n_seeds} seed(s)"
@@ -119,11 +137,15 @@ def compare(frame: pd.DataFrame, published: pd.DataFrame | None = None,
                 if pd.isna(paper[metric]) or metric not in runs or runs[metric].isna().all():
                     continue
                 ours = runs.groupby("category")[metric].mean().mean()
+                metric_notes = list(notes)
+                if metric == "pixel_aupro" and paper["aupro_definition"] != "mvtec":
+                    definition = paper["aupro_definition"]
+                    metric_notes.append(f"paper AU-PRO is not the MVTec definition: {definition}")
                 rows.append({
                     "label": label, "method": paper["method"], "variant": paper["variant"],
                     "dataset": paper["dataset"], "metric": metric, "ours": ours, "paper": paper[metric],
-                    "delta": float("nan") if notes else ours - paper[metric], "runs": runs_text,
+                    "delta": float("nan") if metric_notes else ours - paper[metric], "runs": runs_text,
                     "paper_variant": paper["paper_variant"], "citation": paper["citation"],
-                    "note": "; ".join(notes + ([paper["note"]] if paper["note"] else [])),
+                    "note": "; ".join(metric_notes + ([paper["note"]] if paper["note"] else [])),
                 })
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
