@@ -1,4 +1,4 @@
-"""Anomaly-detection metrics: image/pixel AUROC, AP, F1-max, the MVTec AD AUPRO and ADer's mAD.
+"""Anomaly-detection metrics: image/pixel AUROC, AP, F1-max, the MVTec AD AUPRO, ADer's mAD, AUPIMO.
 
 Every metric is exact (no threshold binning) and vectorised. The scores are sorted once in
 descending order; a run of tied scores is one threshold t (a sample is predicted anomalous when
@@ -16,8 +16,10 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "AUPIMO_FPR_BOUNDS",
     "IMAGE_KEYS",
     "PIXEL_KEYS",
+    "aupimo",
     "aupro",
     "auroc",
     "average_precision",
@@ -28,6 +30,7 @@ __all__ = [
 
 IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1max")
 PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
+AUPIMO_FPR_BOUNDS = (1e-5, 1e-4)  # AUPIMO's shared-FPR integration range (anomalib's default)
 
 # 8-connectivity inside each [H, W] slice of an [N, H, W] stack and no connection across images,
 # so that one ndimage.label call numbers the regions of all images with distinct ids.
@@ -292,3 +295,100 @@ def evaluate(
     results["pixel_aupro"] = _normalised_area(*_pro_points(fps, pro), aupro_limit)
     results["mad"] = float(np.mean([results[key] for key in IMAGE_KEYS + PIXEL_KEYS]))
     return results
+
+
+def _check_fpr_bounds(fpr_bounds: tuple[float, float]) -> tuple[float, float]:
+    """(lower, upper) as floats; raise ValueError unless 0 < lower < upper <= 1."""
+    bounds = np.asarray(fpr_bounds, dtype=np.float64)
+    if bounds.shape != (2,) or not 0 < bounds[0] < bounds[1] <= 1:
+        raise ValueError(f"fpr_bounds must be (lower, upper) with 0 < lower < upper <= 1, got {fpr_bounds!r}")
+    return float(bounds[0]), float(bounds[1])
+
+
+def _nearest_level(counts: np.ndarray, n_normal: int, fpr: float) -> int:
+    """The value of ``counts`` (non-decreasing normal-pixel counts, int64 [T]) whose shared FPR
+    ``count / n_normal`` is nearest to ``fpr``; on a tie the larger one (anomalib's argmin over
+    thresholds in ascending order, i.e. over FPRs in descending order, takes the first)."""
+    at_or_above = min(int(np.searchsorted(counts, fpr * n_normal)), counts.size - 1)
+    larger, smaller = counts[at_or_above], counts[max(at_or_above - 1, 0)]
+    return int(smaller if abs(smaller / n_normal - fpr) < abs(larger / n_normal - fpr) else larger)
+
+
+def aupimo(
+    maps: np.ndarray, masks: np.ndarray, fpr_bounds: tuple[float, float] = AUPIMO_FPR_BOUNDS
+) -> np.ndarray:
+    """Per-image AUPIMO (Bertoldo et al., BMVC 2024): float64 [N], NaN for images without defect pixels.
+
+    maps: float [N, H, W] anomaly maps; masks: bool [N, H, W] ground truth of all test images;
+    fpr_bounds: the shared-FPR integration range (fractions). An image is normal when its mask is
+    empty. PIMO_i(t) is the fraction of image i's defect pixels scored >= t; its x-axis is the
+    shared FPR(t), the fraction of the pixels of all normal images scored >= t. AUPIMO_i is the
+    area under PIMO_i against ln FPR over ``fpr_bounds``, divided by ln(upper / lower), in [0, 1].
+
+    The definition is the limit of anomalib's binned implementation (``aupimo_scores`` and
+    ``thresh_at_shared_fpr_level`` in src/anomalib/metrics/pimo/functional.py; ``per_image_tpr``,
+    ``per_image_fpr`` and the min-max linspace thresholds in binary_classification_curve.py):
+
+    - Thresholds: anomalib uses 300_000 thresholds spaced linearly between the minimum and maximum
+      score of the normal images; here every distinct score is one. Both give the same value as
+      soon as the grid holds a threshold between every two consecutive distinct scores (tested).
+    - Shared FPR: anomalib averages the per-image FPRs of the normal images; with equal H x W that
+      is the pooled fraction used here. Non-defect pixels of anomalous images enter nowhere.
+    - Bounds: each bound is moved to the nearest shared FPR a threshold reaches (on a tie the
+      larger); there is no interpolation, so an integration end can be off by half an FPR step,
+      1 / (2 x normal pixels) without ties. The trapezoid rule then runs over ln FPR between those
+      two points (a PIMO jump at a fixed FPR adds no area), the area is divided by the nominal
+      ln(upper / lower) and clipped to [0, 1].
+    - Unreachable range: a lower bound below the smallest reachable FPR (fewer than 1 / lower
+      normal pixels, or ties at the top normal score), or both bounds on one FPR, raise ValueError,
+      as in anomalib. anomalib's extra refusal of <= 30 grid points in the range (``force``) guards
+      its grid resolution and has no exact counterpart; it is not reproduced.
+    - Without anomalous images every value is NaN (anomalib raises).
+
+    One sort of the normal images' pixels and all defect pixels, with the image id as payload;
+    each defect pixel then adds the ln-FPR width of the curve steps below its score to its image.
+    """
+    lower, upper = _check_fpr_bounds(fpr_bounds)
+    arr = _finite("maps", maps, ndim=3)
+    gt = _binary("masks", masks, arr.shape, "maps")
+    n_defect = np.count_nonzero(gt, axis=(1, 2))
+    normal = n_defect == 0
+    if not normal.any():
+        raise ValueError(
+            f"all {len(gt)} masks hold defect pixels, but AUPIMO's FPR axis comes from normal test images "
+            "(empty masks); pass the category's normal test images too"
+        )
+    # Payload 0: a pixel of a normal image; i + 1: a defect pixel of image i. Other pixels are unused.
+    image_ids = np.arange(1, len(gt) + 1, dtype=np.uint32)[:, None, None] * gt
+    used = gt | normal[:, None, None]
+    payload, ends = _rank(arr[used], image_ids[used])
+    normal_at_least = np.cumsum(payload == 0)[ends]  # int64 [T]: normal pixels scored >= each score
+    n_normal = int(normal_at_least[-1])
+    fewest = int(normal_at_least[np.searchsorted(normal_at_least, 0, side="right")])  # at the top score
+    if lower < fewest / n_normal:
+        raise ValueError(
+            f"the lower FPR bound {lower:g} is below the smallest shared FPR the normal images reach, "
+            f"{fewest} of their {n_normal} pixels at the top score; AUPIMO needs at least "
+            f"{int(np.ceil(1 / lower))} untied normal pixels (more normal test images or larger maps) "
+            "or a larger fpr_bounds[0]"
+        )
+    lo, hi = (_nearest_level(normal_at_least, n_normal, bound) for bound in (lower, upper))
+    if lo == hi:
+        raise ValueError(
+            f"both fpr_bounds {fpr_bounds!r} fall on the one shared FPR {lo / n_normal:.3g} that the normal "
+            "images reach near them (tied scores); widen fpr_bounds or use maps with fewer ties"
+        )
+    # The step of a distinct score runs from (FPR of the higher scores, TPR(> score)) to (its FPR,
+    # TPR(>= score)); the steps of scores first .. stop - 1 have both ends in [lo, hi].
+    first = int(np.searchsorted(normal_at_least, lo)) + 1
+    stop = int(np.searchsorted(normal_at_least, hi, side="right"))
+    width = np.log(normal_at_least[first:stop] / normal_at_least[first - 1 : stop - 1])  # ln FPR steps
+    # A defect pixel counts at both ends of the steps at lower scores and at one end of its own:
+    # area per defect pixel at a score above, in or below the range.
+    pixel_area = np.concatenate(([width.sum()], width.sum() - np.cumsum(width) + width / 2, [0.0]))
+    defect = np.flatnonzero(payload)
+    position = np.clip(np.searchsorted(ends, defect) - first + 1, 0, width.size + 1)
+    area = np.bincount(payload[defect], weights=pixel_area[position], minlength=len(gt) + 1)[1:]
+    result = np.full(len(gt), np.nan)
+    result[~normal] = np.clip(area[~normal] / (n_defect[~normal] * np.log(upper / lower)), 0.0, 1.0)
+    return result

@@ -8,8 +8,10 @@ from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from adbench.metrics import (
+    AUPIMO_FPR_BOUNDS,
     IMAGE_KEYS,
     PIXEL_KEYS,
+    aupimo,
     aupro,
     auroc,
     average_precision,
@@ -273,3 +275,208 @@ def test_invalid_labels_shapes_and_masks_raise() -> None:
         aupro(maps, masks, limit=0.0)
     with pytest.raises(ValueError, match="limit"):
         evaluate(scores, labels, maps, masks, aupro_limit=1.5)
+
+
+def reference_aupimo(
+    maps: np.ndarray, masks: np.ndarray, thresholds: np.ndarray, fpr_bounds: tuple[float, float]
+) -> np.ndarray:
+    """anomalib's AUPIMO procedure, literally, on the given ascending thresholds (float [K]).
+
+    Per threshold: shared FPR = mean over normal images of their fraction of pixels >= t, TPR of
+    image i = fraction of its defect pixels >= t. Each bound goes to the first threshold whose
+    shared FPR is nearest; trapezoids on ln FPR in between; / ln(upper / lower); clip to [0, 1].
+    """
+    normal = ~masks.any(axis=(1, 2))
+    n_defect = masks.sum(axis=(1, 2))
+    shared_fpr, tprs = [], []
+    for t in thresholds:
+        predicted = maps >= t
+        shared_fpr.append(predicted[normal].mean(axis=(1, 2)).mean())
+        with np.errstate(invalid="ignore"):
+            tprs.append((predicted & masks).sum(axis=(1, 2)) / n_defect)
+    fpr, tpr = np.array(shared_fpr), np.array(tprs).T  # [K], [N, K]
+    lower, upper = fpr_bounds
+    first, last = int(np.argmin(np.abs(fpr - upper))), int(np.argmin(np.abs(fpr - lower)))
+    x, y = np.log(fpr[first : last + 1][::-1]), tpr[:, first : last + 1][:, ::-1]
+    area = np.sum((x[1:] - x[:-1]) * (y[:, 1:] + y[:, :-1]) / 2, axis=1)
+    return np.clip(area / np.log(upper / lower), 0, 1)
+
+
+def normal_range_thresholds(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Every distinct score of ``maps`` between the normal images' min and max (anomalib's range)."""
+    normal_scores = maps[~masks.any(axis=(1, 2))]
+    scores = np.unique(maps)
+    return scores[(scores >= normal_scores.min()) & (scores <= normal_scores.max())]
+
+
+def random_aupimo_case(seed: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """6 maps of 16x16 (maps [6, 16, 16], masks bool [6, 16, 16]); images 0-2 are normal (768 pixels).
+
+    ``kind``: "quantised32" (400 levels, ties), "continuous64" or "subulp64" (quantised plus steps
+    of 1e-12 that float32 cannot tell apart). Defect pixels score higher on average.
+    """
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((6, 16, 16), dtype=bool)
+    masks[3:] = rng.random((3, 16, 16)) > 0.8
+    masks[3, 4:9, 2:12] = True
+    if kind == "continuous64":
+        return rng.random(masks.shape) + 0.3 * masks, masks
+    levels = rng.integers(0, 400, masks.shape) + 120 * masks
+    maps = (levels / 64 - 2).astype(np.float32 if kind == "quantised32" else np.float64)
+    if kind == "subulp64":
+        maps += rng.integers(0, 3, masks.shape) * 1e-12
+    return maps, masks
+
+
+def ranked_pair(shape: tuple[int, int], defect_scores: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """maps float64 [2, H, W], masks bool [2, H, W]: image 0 is normal, its H*W pixels score
+    0 .. H*W - 1 (shuffled, so the k-th highest scores H*W - k); image 1 has one defect pixel per
+    entry of ``defect_scores`` and its other pixels score -5."""
+    size = shape[0] * shape[1]
+    maps = np.full((2, size), -5.0)
+    maps[0] = np.random.default_rng(0).permutation(size)
+    masks = np.zeros((2, size), dtype=bool)
+    masks[1, : len(defect_scores)] = True
+    maps[1, : len(defect_scores)] = defect_scores
+    return maps.reshape(2, *shape), masks.reshape(2, *shape)
+
+
+@pytest.mark.parametrize("kind", ["quantised32", "continuous64", "subulp64"])
+@pytest.mark.parametrize("seed", range(3))
+def test_aupimo_matches_literal_anomalib_procedure(seed: int, kind: str) -> None:
+    maps, masks = random_aupimo_case(seed, kind)
+    thresholds = normal_range_thresholds(maps, masks)
+    for bounds in ((1e-2, 1e-1), (1.5e-2, 0.45), (0.05, 1.0)):  # x 768 normal pixels: only 1 is whole
+        result = aupimo(maps, masks, bounds)
+        assert np.isnan(result[:3]).all() and np.isfinite(result[3:]).all()
+        np.testing.assert_allclose(result, reference_aupimo(maps, masks, thresholds, bounds), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_aupimo_equals_anomalib_linspace_grid_that_separates_all_scores(seed: int) -> None:
+    # Integer scores; anomalib's grid from the normal min to max with step 1/8 holds every score and
+    # points between them, so its binned AUPIMO is the exact one.
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((5, 20, 20), dtype=bool)
+    masks[2:, 5:12, 6:15] = True
+    maps = np.minimum(rng.geometric(0.08, masks.shape) + 6 * masks, 90).astype(np.float32)
+    normal_scores = maps[:2]
+    low, high = float(normal_scores.min()), float(normal_scores.max())
+    grid = np.linspace(low, high, int(8 * (high - low)) + 1)
+    assert set(np.unique(maps[(maps >= low) & (maps <= high)])) <= set(grid)
+    for bounds in ((1e-2, 1e-1), (5e-3, 0.3)):
+        np.testing.assert_allclose(
+            aupimo(maps, masks, bounds), reference_aupimo(maps, masks, grid, bounds), atol=1e-12
+        )
+
+
+def test_aupimo_reproduces_anomalibs_decade_example() -> None:
+    # anomalib's test_aupimo_values case on 1e5 instead of 1e6 pixels: the normal image has 1, 9, 90,
+    # 900, 9000, 90000 pixels at scores 6 .. 1, so the shared FPR is 1e-5 .. 1 at thresholds 6 .. 1.
+    # Image 1: the same map, every pixel a defect (TPR = FPR); image 2: its 10% highest pixels
+    # (TPR = min(10 FPR, 1)). One trapezoid per decade, each decade one unit of ln FPR / ln 10.
+    scores = np.ones(100_000)
+    for top in (10_000, 1000, 100, 10, 1):
+        scores[:top] += 1
+    maps = np.broadcast_to(scores.reshape(250, 400), (3, 250, 400))
+    masks = np.zeros((3, 100_000), dtype=bool)
+    masks[1], masks[2, :10_000] = True, True
+    masks = masks.reshape(3, 250, 400)
+    expected = {
+        (1e-5, 1e-4): [(1e-5 + 1e-4) / 2, (1e-4 + 1e-3) / 2],
+        (1e-3, 1e-1): [(1e-3 + 2e-2 + 1e-1) / 4, (1e-2 + 2e-1 + 1) / 4],
+        (1e-1, 1.0): [(1e-1 + 1) / 2, 1.0],
+    }
+    for bounds, values in expected.items():
+        for scaled in (maps, 10 * maps):
+            result = aupimo(scaled, masks, bounds)
+            assert np.isnan(result[0])
+            np.testing.assert_allclose(result[1:], values, rtol=1e-10)  # 1e5 summed weights
+
+
+def test_aupimo_hand_computed() -> None:
+    # 1e5 normal pixels with distinct scores: FPR 1e-5 .. 1e-4 = the 1 .. 10 highest normal pixels.
+    shape, top = (250, 400), 100_000.0
+    assert AUPIMO_FPR_BOUNDS == (1e-5, 1e-4)
+    assert aupimo(*ranked_pair(shape, [top, top + 1]))[1] == pytest.approx(1.0, abs=1e-12)  # perfect
+    assert aupimo(*ranked_pair(shape, [-1.0, -2.0]))[1] == 0.0  # below every normal pixel
+    assert aupimo(*ranked_pair(shape, [top, -1, -1, -1]))[1] == pytest.approx(0.25, abs=1e-12)  # flat
+    # Above the 9th highest normal pixel (score top - 9), the second defect pixel has TPR 0.5 up to
+    # FPR 9e-5; tied with the 10th it joins only at FPR 1e-4, so the last step [ln 9, ln 10] is a
+    # trapezoid from 0.5 to 1; strictly between the 9th and 10th it already counts at FPR 9e-5.
+    ln10 = np.log(10)
+    tied = (0.5 * np.log(9) + 0.75 * np.log(10 / 9)) / ln10
+    assert aupimo(*ranked_pair(shape, [top, top - 10]))[1] == pytest.approx(tied, abs=1e-12)
+    between = (0.5 * np.log(9) + 1.0 * np.log(10 / 9)) / ln10
+    assert aupimo(*ranked_pair(shape, [top, top - 9.5]))[1] == pytest.approx(between, abs=1e-12)
+    assert aupimo(*ranked_pair(shape, [top, top - 11]))[1] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_aupimo_moves_bounds_to_nearest_reachable_fpr() -> None:
+    # 160000 normal pixels: 1e-5 is 1.6 pixels, moved to 2; 1e-4 is 16 (no interpolation), so a flat
+    # TPR of 0.25 spans ln 8 of the nominal ln 10. With 140000 pixels (1.4 -> 1, 14): ln 14 > ln 10,
+    # a perfect map clips to 1.
+    flat = [1e6, -1, -1, -1]
+    assert aupimo(*ranked_pair((400, 400), flat))[1] == pytest.approx(0.25 * np.log(8) / np.log(10))
+    assert aupimo(*ranked_pair((350, 400), flat))[1] == pytest.approx(0.25 * np.log(14) / np.log(10))
+    assert aupimo(*ranked_pair((350, 400), [1e6]))[1] == 1.0
+
+
+def test_aupimo_bound_halfway_between_two_fprs_takes_the_larger() -> None:
+    # 8 normal pixels: reachable FPRs 1/8, 3/8, 1. The upper bound 1/4 is exactly halfway between
+    # 1/8 and 3/8; anomalib's argmin over ascending thresholds takes 3/8. The defect pixel ties with
+    # the two 5s: TPR 0 at FPR 1/8, 1 at 3/8, one trapezoid of ln 3 / 2, divided by ln 2.
+    maps = np.array([[[9, 5, 5, 1, 1, 1, 1, 1]], [[5, 0, 0, 0, 0, 0, 0, 0]]], dtype=np.float32)
+    masks = np.zeros_like(maps, dtype=bool)
+    masks[1, 0, 0] = True
+    result = aupimo(maps, masks, (1 / 8, 1 / 4))
+    assert result[1] == pytest.approx(np.log(3) / 2 / np.log(2), abs=1e-12)
+    thresholds = normal_range_thresholds(maps, masks)
+    np.testing.assert_allclose(result, reference_aupimo(maps, masks, thresholds, (1 / 8, 1 / 4)))
+
+
+def test_aupimo_invariances() -> None:
+    maps, masks = random_aupimo_case(7, "continuous64")
+    bounds = (1e-2, 1e-1)
+    expected = aupimo(maps, masks, bounds)
+    np.testing.assert_allclose(aupimo(np.exp(3 * maps) - 2, masks, bounds), expected, atol=1e-12)
+    order = np.array([4, 0, 5, 2, 3, 1])
+    np.testing.assert_allclose(aupimo(maps[order], masks[order], bounds), expected[order], atol=1e-12)
+    unused = maps.copy()  # non-defect pixels of anomalous images enter neither axis
+    unused[3:][~masks[3:]] = np.random.default_rng(1).random(np.count_nonzero(~masks[3:])) * 9
+    np.testing.assert_allclose(aupimo(unused, masks.astype(np.uint8), bounds), expected, atol=1e-12)
+    assert np.isnan(aupimo(maps[:3], masks[:3], bounds)).all()  # no anomalous image: all NaN
+
+
+def test_aupimo_invalid_inputs_raise() -> None:
+    maps, masks = random_aupimo_case(0, "continuous64")
+    bounds = (1e-2, 1e-1)
+    with pytest.raises(ValueError, match="all 3 masks hold defect pixels"):
+        aupimo(maps[3:], masks[3:], bounds)
+    with pytest.raises(ValueError, match="shape"):
+        aupimo(maps, masks[:, :-1], bounds)
+    with pytest.raises(ValueError, match="dimensions"):
+        aupimo(maps[0], masks[0], bounds)
+    with pytest.raises(ValueError, match="0 and 1"):
+        aupimo(maps, masks * 2, bounds)
+    bad = maps.copy()
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"maps contains 1 non-finite values \(1 NaN"):
+        aupimo(bad, masks, bounds)
+    for wrong in ((0.0, 0.1), (0.1, 0.1), (0.1, 1.5), (0.2, 0.1), (0.1,), (np.nan, 0.1)):
+        with pytest.raises(ValueError, match="fpr_bounds must be"):
+            aupimo(maps, masks, wrong)
+    # 768 normal pixels: the default lower bound 1e-5 would need 100000.
+    with pytest.raises(ValueError, match="needs at least 100000 untied normal pixels"):
+        aupimo(maps, masks)
+    with pytest.raises(ValueError, match="lower FPR bound"):  # 99999 normal pixels
+        aupimo(*ranked_pair((99_999, 1), [1e6]))
+    tied_top = ranked_pair((250, 400), [1e6])[0]
+    tied_top[0, 0, :2] = 1e5  # two normal pixels share the top score: smallest FPR 2e-5
+    with pytest.raises(ValueError, match="2 of their 100000 pixels at the top score"):
+        aupimo(tied_top, ranked_pair((250, 400), [1e6])[1])
+    # Normal scores 9, 8 and eight 1s: reachable FPRs 0.1, 0.2, 1; 0.25 and 0.5 are both nearest 0.2.
+    two = np.zeros((2, 1, 10))
+    two[0, 0] = [9, 8, 1, 1, 1, 1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match=r"fall on the one shared FPR 0\.2"):
+        aupimo(two, two == 0, (0.25, 0.5))
