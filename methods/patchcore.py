@@ -42,6 +42,7 @@ class PatchCore(Method):
         k: int = 1,
         reweight_neighbours: int = 1,
         blur_sigma: float = 4.0,
+        knn_backend: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < coreset_percentage <= 1.0:
@@ -55,6 +56,7 @@ class PatchCore(Method):
         self.k = k
         self.reweight_neighbours = reweight_neighbours
         self.blur_sigma = blur_sigma
+        self.knn_backend = knn_backend  # None = adbench.knn's choice; "two-stage": certified exact, CPU
         self.register_buffer("memory_bank", torch.empty(0, target_dim))
         self._index: FlatL2Index | None = None
         self.timings: dict[str, float] = {}
@@ -87,7 +89,7 @@ class PatchCore(Method):
         if self._index is None:
             if self.memory_bank.numel() == 0:
                 raise RuntimeError("PatchCore.predict called before fit (empty memory bank)")
-            self._index = FlatL2Index(self.memory_bank, self.memory_bank.device)
+            self._index = FlatL2Index(self.memory_bank, self.memory_bank.device, self.knn_backend)
             self.info["knn"] = self._index.backend
         return self._index.search(queries, k)
 
