@@ -3,8 +3,17 @@
 Every metric is exact (no threshold binning) and vectorised. The scores are sorted once in
 descending order; a run of tied scores is one threshold t (a sample is predicted anomalous when
 its score >= t), and every curve is read off cumulative sums at the last element of each run.
-:func:`evaluate` sorts the pixels of a category once and derives all four pixel metrics from that
-single order, because the sort dominates the cost.
+
+Pixel metrics (:func:`evaluate`, :func:`aupro`) use that the pixel ROC and PRO curves bend only at
+defect pixels: between two distinct defect scores only normal pixels join, so TPR and PRO stay
+constant. The curves are therefore read at two points per distinct defect score s, all pixels
+> s and all pixels >= s, with the normal-pixel counts found by binary search in the normal scores
+sorted alone (a plain float sort, without payload, is the cost that dominates). AUROC and F1-max
+are unchanged by dropping the horizontal points, AP and AU-PRO up to float rounding. :func:`aupro`
+sorts only the normal scores >= t*, the highest normal score with more than a fraction ``limit``
+of the normal pixels at or above it, selected by ``np.partition``; the curve then stops at t*, its
+first point past the limit, which the interpolation at the limit needs. :func:`pro_curve` keeps one
+point per distinct score, from one sort of all pixels.
 
 Conventions: higher scores mean more anomalous; labels and masks are 1/True for anomalous; every
 returned value is a fraction in [0, 1] (not percent).
@@ -182,6 +191,28 @@ def f1_max(scores: np.ndarray, labels: np.ndarray) -> float:
     return _f1_max(*_counts(scores, labels))
 
 
+def _defect_regions(gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-connected regions of the bool masks gt [N, H, W].
+
+    Returns (region id of each defect pixel, int32 [D] in the order of ``gt[gt]``; PRO weights,
+    float64 [R + 1]: 1 / (R x region size) for ids 1..R, 0 for id 0). Raises ValueError when gt
+    holds no defect pixel or no normal pixel. Only images with defects are labelled.
+    """
+    with_defects = gt[gt.any(axis=(1, 2))]
+    regions, n_regions = ndimage.label(with_defects, structure=_STRUCTURE_8)
+    if n_regions == 0:
+        raise ValueError(
+            "masks contain no defect pixels, so pixel AUROC/AP/F1-max and AUPRO are undefined; "
+            "pass masks=None for a category without pixel annotations"
+        )
+    defect_regions = regions[with_defects]
+    if defect_regions.size == gt.size:
+        raise ValueError("masks mark every pixel as defect; pixel metrics need normal pixels too")
+    weights = np.zeros(n_regions + 1)
+    weights[1:] = 1.0 / (n_regions * np.bincount(defect_regions, minlength=n_regions + 1)[1:])
+    return defect_regions, weights
+
+
 def _pixel_counts(maps: np.ndarray, masks: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort the pixels once and return (tps, fps, pro) at each distinct pixel score, highest first.
 
@@ -190,19 +221,11 @@ def _pixel_counts(maps: np.ndarray, masks: object) -> tuple[np.ndarray, np.ndarr
     of the fraction of the region scored >= the score (clipped to <= 1).
     """
     gt = _binary("masks", masks, maps.shape, "anomaly_maps")
-    regions, n_regions = ndimage.label(gt, structure=_STRUCTURE_8)
-    if n_regions == 0:
-        raise ValueError(
-            "masks contain no defect pixels, so pixel AUROC/AP/F1-max and AUPRO are undefined; "
-            "pass masks=None for a category without pixel annotations"
-        )
-    sizes = np.bincount(regions.ravel(), minlength=n_regions + 1)
-    if sizes[0] == 0:
-        raise ValueError("masks mark every pixel as defect; pixel metrics need normal pixels too")
+    defect_regions, weights = _defect_regions(gt)
+    regions = np.zeros(gt.shape, dtype=np.uint32)
+    regions[gt] = defect_regions
     sorted_regions, ends = _rank(maps.ravel(), regions.ravel())
     tps, fps = _cumulative(sorted_regions, ends)
-    weights = np.zeros(n_regions + 1)
-    weights[1:] = 1.0 / (n_regions * sizes[1:])
     pro = np.cumsum(weights[sorted_regions])[ends]
     return tps, fps, np.minimum(pro, 1.0, out=pro)
 
@@ -234,6 +257,82 @@ def _normalised_area(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
     return float(area / limit)
 
 
+def _comparable(maps: np.ndarray) -> np.ndarray:
+    """maps [N, H, W] as float32 when float32 holds every value exactly, else as float64: the
+    comparison type of :func:`_rank` (float32 sorts faster)."""
+    if maps.dtype == np.float32:
+        return maps
+    with np.errstate(over="ignore"):
+        as_float32 = maps.astype(np.float32)
+    return as_float32 if np.array_equal(as_float32, maps) else maps.astype(np.float64, copy=False)
+
+
+def _top_threshold(normal: np.ndarray, fpr_limit: float) -> tuple[np.ndarray, np.generic, int]:
+    """Sort the normal scores the curve up to ``fpr_limit`` needs, in place.
+
+    normal: float [B], the scores of all normal pixels (reordered in place). t* is the highest
+    score with (normal scores >= t*) / B > fpr_limit; with fpr_limit >= 1 there is none and t* is
+    -inf. Returns (ascending float [K], every normal score > t* and some equal to it; t*; the
+    number of normal scores >= t*). The scores >= t* are selected by ``np.partition``, not a sort.
+    """
+    n_normal = normal.size
+    # The fewest normal pixels whose FPR, computed as the curve does (count / n_normal), is > limit.
+    past_limit = max(int(fpr_limit * n_normal) - 1, 0)
+    while past_limit / n_normal <= fpr_limit:  # at most three steps
+        past_limit += 1
+    if past_limit > n_normal:
+        normal.sort()
+        return normal, normal.dtype.type(-np.inf), n_normal
+    kth = n_normal - past_limit
+    normal.partition(kth)
+    threshold, top = normal[kth], normal[kth:]
+    top.sort()
+    return top, threshold, n_normal - np.count_nonzero(normal[:kth] < threshold)
+
+
+def _pixel_curve(
+    maps: np.ndarray, masks: object, fpr_limit: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The pixel ROC and PRO curves at their bends, from the top score to the first point past
+    FPR ``fpr_limit`` (to the end for 1), read off the normal scores sorted alone.
+
+    maps: validated float [N, H, W]; masks: bool or 0/1 [N, H, W]. Returns (tps, fps, pro,
+    n_normal): tps/fps int64 [K], defect / normal pixels scored above a threshold; pro float64
+    [K], as :func:`_pixel_counts`; n_normal, the number of normal pixels. Each distinct defect
+    score s above t* (:func:`_top_threshold`) and t* itself give two points: pixels > s and
+    pixels >= s; (0, 0) is left out. Every other threshold of :func:`_pixel_counts` adds normal
+    pixels only, a point on a horizontal segment between these. With fpr_limit < 1 the last
+    point, at t*, is the first whose FPR exceeds fpr_limit.
+    """
+    gt = _binary("masks", masks, maps.shape, "anomaly_maps")
+    defect_regions, weights = _defect_regions(gt)
+    values = _comparable(maps)
+    ranked_normal, threshold, n_normal_at_threshold = _top_threshold(values[~gt], fpr_limit)
+    n_normal = int(gt.size - defect_regions.size)
+    defect = values[gt]
+    sorted_regions, ends = _rank(defect, defect_regions)
+    scores = np.unique(defect)[::-1]  # one per run of ``ends``, highest first
+    above = np.count_nonzero(scores > threshold)
+    scores = np.append(scores[:above], threshold)
+    n_defect = np.append(ends[:above] + 1, np.count_nonzero(defect >= threshold))  # at >= scores
+    n_defect_above = np.append(0, n_defect[:-1])  # at > scores
+    ascending = scores[::-1]
+    n_normal_above = ranked_normal.size - np.searchsorted(ranked_normal, ascending, "right")[::-1]
+    n_normal_at = ranked_normal.size - np.searchsorted(ranked_normal, ascending, "left")[::-1]
+    n_normal_at[-1] = n_normal_at_threshold
+    tps = np.column_stack((n_defect_above, n_defect)).ravel()
+    fps = np.column_stack((n_normal_above, n_normal_at)).ravel()
+    pro = np.minimum(np.append(0.0, np.cumsum(weights[sorted_regions]))[tps], 1.0)
+    drawn = tps + fps > 0
+    return tps[drawn], fps[drawn], pro[drawn], n_normal
+
+
+def _pro_area(fps: np.ndarray, pro: np.ndarray, n_normal: int, limit: float) -> float:
+    """:func:`_normalised_area` of the (fps int64 [K], pro float64 [K]) points of :func:`_pixel_curve`
+    with (0, 0) prepended; n_normal: the number of normal pixels."""
+    return _normalised_area(np.append(0.0, fps / n_normal), np.append(0.0, pro), limit)
+
+
 def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The per-region-overlap curve of MVTec AD (Bergmann et al., IJCV 2021).
 
@@ -252,10 +351,13 @@ def aupro(maps: np.ndarray, masks: np.ndarray, limit: float = 0.3) -> float:
     """Area under :func:`pro_curve` for FPR in [0, ``limit``], divided by ``limit`` (a fraction).
 
     maps: float [N, H, W]; masks: bool [N, H, W]. Trapezoid rule, with PRO interpolated linearly
-    at ``limit`` when it falls between two curve points.
+    at ``limit`` when it falls between two curve points. Only the normal pixels above the FPR-limit
+    threshold are sorted (see the module docstring).
     """
     _check_limit(limit)
-    return _normalised_area(*pro_curve(maps, masks), limit)
+    arr = _finite("maps", maps, ndim=3)
+    _, fps, pro, n_normal = _pixel_curve(arr, masks, limit)
+    return _pro_area(fps, pro, n_normal, limit)
 
 
 def evaluate(
@@ -288,11 +390,11 @@ def evaluate(
         return results
     if maps is None:
         raise ValueError("masks were given without anomaly_maps; pixel metrics need both")
-    tps, fps, pro = _pixel_counts(maps, masks)
+    tps, fps, pro, n_normal = _pixel_curve(maps, masks)
     results["pixel_auroc"] = _auroc(tps, fps)
     results["pixel_ap"] = _average_precision(tps, fps)
     results["pixel_f1max"] = _f1_max(tps, fps)
-    results["pixel_aupro"] = _normalised_area(*_pro_points(fps, pro), aupro_limit)
+    results["pixel_aupro"] = _pro_area(fps, pro, n_normal, aupro_limit)
     results["mad"] = float(np.mean([results[key] for key in IMAGE_KEYS + PIXEL_KEYS]))
     return results
 

@@ -11,6 +11,12 @@ from adbench.metrics import (
     AUPIMO_FPR_BOUNDS,
     IMAGE_KEYS,
     PIXEL_KEYS,
+    _auroc,
+    _average_precision,
+    _f1_max,
+    _normalised_area,
+    _pixel_counts,
+    _pixel_curve,
     aupimo,
     aupro,
     auroc,
@@ -169,6 +175,119 @@ def test_aupro_invariant_under_monotone_transform(kind: str) -> None:
     expected = aupro(maps, masks)
     assert aupro(np.exp(3 * maps) - 2, masks) == pytest.approx(expected, abs=1e-12)
     assert aupro(maps.astype(np.float64) ** 3 * 7 + 1, masks) == pytest.approx(expected, abs=1e-12)
+    assert aupro(maps.astype(np.float64) * 1e300, masks) == pytest.approx(expected, abs=1e-12)  # > float32
+
+
+# The fast path (the normal scores sorted alone, only those above the FPR-limit threshold for
+# aupro) against the previous implementation, one sort of all pixels (pro_curve / _pixel_counts).
+
+
+def full_sort_aupro(maps: np.ndarray, masks: np.ndarray, limit: float) -> float:
+    """AUPRO from :func:`pro_curve`, one point per distinct score of all pixels."""
+    return _normalised_area(*pro_curve(maps, masks), limit)
+
+
+def tied_pixels(
+    seed: int, n_levels: int, shape: tuple[int, int, int] = (6, 16, 16)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps float32 [N, H, W] of n_levels + 1 distinct scores (heavy ties between normal and defect
+    pixels at every level) and masks bool [N, H, W]: a rectangle plus scattered pixels in the first
+    half of the images, the second half normal."""
+    rng = np.random.default_rng(seed)
+    n, height, width = shape
+    masks = rng.random(shape) > 0.9
+    masks[: n // 2, height // 4 : height // 2, width // 4 : 3 * width // 4] = True
+    masks[n // 2 :] = False
+    levels = rng.integers(0, n_levels, shape) + masks * rng.integers(0, 2, shape)
+    return (levels / n_levels).astype(np.float32), masks
+
+
+def curve_fprs(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The distinct FPRs of the full curve (float64 [M], in (0, 1]): limits that fall on a point."""
+    fpr = pro_curve(maps, masks)[0]
+    return np.unique(fpr[fpr > 0])
+
+
+@pytest.mark.parametrize("n_levels", [1, 2, 4, 9])
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_aupro_equals_full_sort_under_heavy_ties(seed: int, n_levels: int) -> None:
+    maps, masks = tied_pixels(seed, n_levels)
+    limits = [*np.linspace(0.01, 1, 23), *curve_fprs(maps, masks)]  # between points and on them
+    for limit in limits:
+        assert aupro(maps, masks, limit) == pytest.approx(full_sort_aupro(maps, masks, limit), abs=1e-12)
+    for limit in (0.3, 1.0):
+        assert aupro(maps, masks, limit) == pytest.approx(reference_aupro(maps, masks, limit), abs=1e-9)
+    assert aupro(maps.astype(np.float64), masks) == aupro(maps, masks)  # float32-exact float64
+    assert aupro(np.round(maps * n_levels).astype(np.int64), masks) == aupro(maps, masks)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_aupro_equals_full_sort_on_larger_maps(dtype: type) -> None:
+    # 40 maps of 48 x 48: the threshold partition and the binary searches work on ~75k normal pixels.
+    maps, masks = tied_pixels(7, 50, (40, 48, 48))
+    fine = maps.astype(dtype) + np.random.default_rng(0).random(maps.shape).astype(dtype) * 1e-3
+    for scored in (maps, fine):
+        fpr, pro = pro_curve(scored, masks)
+        for limit in [0.3, 0.05, 0.001, 1.0, *np.unique(fpr[fpr > 0])[::397]]:
+            assert aupro(scored, masks, limit) == pytest.approx(_normalised_area(fpr, pro, limit), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["quantised32", "subulp64"])
+@pytest.mark.parametrize("limit", [0.3, 0.05, 1.0])
+def test_pixel_curve_is_the_full_curve_at_its_bends(kind: str, limit: float) -> None:
+    maps, masks = tied_pixels(3, 5) if kind == "quantised32" else random_pixels(2, kind)
+    tps, fps, pro, n_normal = _pixel_curve(maps, masks, limit)
+    full_tps, full_fps, full_pro = _pixel_counts(maps, masks)
+    full = {(t, f): p for t, f, p in zip(full_tps.tolist(), full_fps.tolist(), full_pro.tolist())}
+    for t, f, p in zip(tps.tolist(), fps.tolist(), pro.tolist()):  # every point is a point of the full curve
+        assert full[t, f] == pytest.approx(p, abs=1e-15)
+    assert n_normal == np.count_nonzero(~masks)
+    assert np.all(np.diff(tps) >= 0) and np.all(np.diff(fps) >= 0)
+    if limit < 1:  # the curve stops at its first point past the limit
+        assert fps[-1] / n_normal > limit >= np.append(0, fps)[-2] / n_normal
+    else:
+        assert (tps[-1], fps[-1]) == (np.count_nonzero(masks), n_normal)
+
+
+def test_fast_aupro_all_tied_maps() -> None:
+    # One threshold: the curve jumps from (0, 0) to (1, 1), so AUPRO(limit) = limit / 2.
+    _, masks = tied_pixels(0, 3)
+    n_defect = np.count_nonzero(masks)
+    for maps in (np.full(masks.shape, 0.25, dtype=np.float32), np.full(masks.shape, -3.0)):
+        for limit in (0.3, 0.05, 1.0):
+            assert aupro(maps, masks, limit) == pytest.approx(limit / 2, abs=1e-12)
+        result = evaluate(maps.max(axis=(1, 2)) + np.arange(6), masks.any(axis=(1, 2)), maps, masks)
+        assert result["pixel_auroc"] == 0.5
+        assert result["pixel_ap"] == pytest.approx(n_defect / masks.size, abs=1e-12)
+        assert result["pixel_f1max"] == pytest.approx(2 * n_defect / (masks.size + n_defect), abs=1e-12)
+        assert result["pixel_aupro"] == pytest.approx(0.15, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_aupro_one_region(dtype: type) -> None:
+    rng = np.random.default_rng(4)
+    masks = np.zeros((3, 10, 10), dtype=bool)
+    masks[1, 2:5, 3:7] = True
+    maps = (rng.random(masks.shape) + 0.3 * masks).astype(dtype)
+    unchanged = maps.copy()
+    for limit in (0.3, 0.05, 1.0):
+        assert np.array_equal(maps, unchanged)  # the partition and sort work on a copy
+        expected = reference_aupro(maps, masks, limit)
+        assert aupro(maps, masks, limit) == pytest.approx(expected, abs=1e-9)
+        assert aupro(maps, masks, limit) == pytest.approx(full_sort_aupro(maps, masks, limit), abs=1e-12)
+
+
+@pytest.mark.parametrize("data", ["quantised32", "subulp64", "continuous64", "tied"])
+def test_evaluate_pixel_metrics_equal_full_sort(data: str) -> None:
+    maps, masks = tied_pixels(5, 3) if data == "tied" else random_pixels(3, data)
+    labels = masks.any(axis=(1, 2))
+    result = evaluate(maps.max(axis=(1, 2)) + labels, labels, maps, masks, aupro_limit=0.2)
+    tps, fps, _ = _pixel_counts(maps, masks)
+    assert result["pixel_auroc"] == _auroc(tps, fps)  # exact integer area either way
+    assert result["pixel_f1max"] == _f1_max(tps, fps)
+    assert result["pixel_ap"] == pytest.approx(_average_precision(tps, fps), abs=1e-12)
+    assert result["pixel_aupro"] == pytest.approx(full_sort_aupro(maps, masks, 0.2), abs=1e-12)
+    assert result["pixel_aupro"] == pytest.approx(reference_aupro(maps, masks, 0.2), abs=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
