@@ -7,7 +7,9 @@ published numbers; also as ``tables/*.md|tex|csv``) and links to PNG figures:
   AP per method (bar chart; a method without every category of the table gets no bar);
 * ``roc_<dataset>.png``: the image-level ROC curve of every method, one panel per category;
 * ``extremes_<dataset>_<category>.png``: per method, the three highest- and three lowest-scoring
-  test images with the anomaly map overlaid and the ground truth outlined.
+  test images with the anomaly map overlaid and the ground truth outlined;
+* ``cd_<dataset>_<metric>.png``: critical-difference diagram (average ranks over the categories,
+  Friedman test, Nemenyi CD at alpha 0.05) where >= 2 methods ran >= 2 common categories.
 
 Curves and overlays come from the ``<hash>.npz`` files the runner saves beside each record
 (per-image scores and labels; maps and masks of the extreme images). Where one method has several
@@ -24,12 +26,14 @@ import numpy as np
 import pandas as pd
 
 from adbench import viz
+from adbench.compare import FriedmanResult, friedman, nemenyi_cd
 from adbench.data import ImageTransform
-from adbench.leaderboard import build_tables, pivot, write_all
+from adbench.leaderboard import RunArrays, build_tables, pivot, write_all
 from adbench.results import atomic_write_text, current_leaderboard, iter_records, record_path, setup_configs
 
 BAR_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "image_ap")
 TABLE_METRICS = ["image_auroc", "pixel_auroc", "pixel_aupro"]
+CD_ALPHA = 0.05
 
 
 @dataclass
@@ -59,11 +63,7 @@ def _transforms(results_dir: Path) -> dict[str, ImageTransform]:
     for record in iter_records(results_dir):
         image = ((record.get("config") or {}).get("method") or {}).get("image") or {}
         if "resize" in image and "crop" in image:
-            out[record["config_hash"]] = ImageTransform(
-                resize=int(image["resize"]), crop=int(image["crop"]), mean=None, std=None,
-                square=bool(image.get("square", False)),
-                interpolation=str(image.get("interpolation", "bilinear")),
-            )
+            out[record["config_hash"]] = ImageTransform.from_config(image, record.get("category"))
     return out
 
 
@@ -149,6 +149,38 @@ def extremes_figures(chosen: pd.DataFrame, results_dir: Path, out: Path, skipped
     return paths
 
 
+def _iman_davenport(test: FriedmanResult) -> str:
+    if np.isnan(test.f):
+        return "Iman–Davenport F_F undefined (every category ranks the methods alike)"
+    return f"Iman–Davenport F_F = {test.f:.2f} (p = {test.p_f:.3g})"
+
+
+def cd_figures(frame: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:
+    """Per dataset and :data:`TABLE_METRICS` metric: a critical-difference diagram of the methods over the
+    categories where every method of the table has a value (blocks = categories, seed means), where
+    that leaves >= 2 methods and >= 2 categories. Returns the figures and their README lines."""
+    paths, lines = [], []
+    for metric in (m for m in TABLE_METRICS if m in frame):
+        table = pivot(frame, metric)
+        if table.empty:
+            continue
+        for dataset in table.columns.get_level_values(0).unique():
+            scores = table[dataset].drop(columns="mean").dropna(how="all").T.dropna(how="any")
+            n_blocks, k = scores.shape
+            if k < 2 or n_blocks < 2:
+                continue
+            test = friedman(scores)
+            cd = nemenyi_cd(k, n_blocks, CD_ALPHA)
+            title = f"{dataset}: {metric}, {k} methods × {n_blocks} categories, Nemenyi α = {CD_ALPHA}"
+            path = viz.cd_diagram(test.avg_ranks.to_dict(), cd, out / f"cd_{dataset}_{metric}.png", title)
+            paths.append(path)
+            lines += [f"- **{dataset}, {metric}**: {k} methods × {n_blocks} categories "
+                      f"({', '.join(map(str, scores.index))}); Friedman χ²_F = {test.chi2:.2f} "
+                      f"(p = {test.p_chi2:.3g}), {_iman_davenport(test)}; CD = {cd:.2f}", "",
+                      f"  ![{path.stem}]({path.name})", ""]
+    return paths, lines
+
+
 def make_report(results_dir: str | Path = "results", out: str | Path | None = None) -> Report:
     """Build ``<out>/README.md``, its tables and figures from the records under ``results_dir``."""
     results_dir = Path(results_dir)
@@ -162,8 +194,10 @@ def make_report(results_dir: str | Path = "results", out: str | Path | None = No
     bars = mean_metrics_figures(frame, out)
     rocs = roc_figures(chosen, results_dir, out, report.skipped)
     extremes = extremes_figures(chosen, results_dir, out, report.skipped)
-    report.figures = bars + rocs + extremes
-    write_all(frame, out / "tables", TABLE_METRICS, configs)
+    diagrams, diagram_lines = cd_figures(frame, out)
+    report.figures = bars + rocs + extremes + diagrams
+    arrays = RunArrays(results_dir)
+    write_all(frame, out / "tables", TABLE_METRICS, configs, arrays)
 
     failed = frame[frame["status"] != "ok"]
     lines = [
@@ -176,8 +210,15 @@ def make_report(results_dir: str | Path = "results", out: str | Path | None = No
     ]
     lines += [f"![{p.stem}]({p.name})" for p in bars] + [""]
     lines += ["## Tables", ""]
-    tables = build_tables(frame, ["accuracy", "efficiency", "deltas"], TABLE_METRICS, configs)
+    tables = build_tables(frame, ["accuracy", "efficiency", "deltas"], TABLE_METRICS, configs, arrays)
     lines += [t.markdown() for t in tables]
+    lines += ["## Critical-difference diagrams", "",
+              "Average rank of each method over the categories every method of the table ran (1 = best; "
+              "ties share the mean rank), the Friedman test of equal ranks (Demšar, JMLR 7 (2006) 1-30) "
+              f"and the Nemenyi critical difference CD at α = {CD_ALPHA}: methods joined by a thick bar "
+              "differ by less than the CD, so the test cannot tell them apart. With few categories the CD "
+              "is wide; the † marks in the tables test each category on its own test images instead.", ""]
+    lines += diagram_lines or ["(no dataset and metric with >= 2 methods on >= 2 common categories)", ""]
     lines += ["## ROC curves per category", "", "Image-level ROC of every method; the legend gives the AUROC "
               "computed by `adbench.metrics` for that run.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in rocs] + [""]
