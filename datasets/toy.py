@@ -16,9 +16,19 @@ coffee    coffee.png               colour  object (cup on a table)
 cat       chelsea.png              colour  object (a cat's face)
 ========  =======================  ======  ===========================
 
-Normal images are random crops (side within ±10% of a per-category fraction of the picture),
-flips and a ±6% brightness jitter of the picture, resized to ``image_size`` (128). Defective
-test images get one drawn defect whose mask is exactly the set of pixels the defect wrote:
+Normal images (toy version 2) are placed in one of two ways, then resized to ``image_size`` (128)
+and given a ±6% brightness jitter:
+
+* textures (brick, grass, gravel, tissue) and page are random crops: any position, side within ±10%
+  of a per-category fraction of the picture, random flips (none for page: printed text is not
+  mirror-symmetric). Page counts as a texture: a line of text has no fixed place on a page;
+* objects (cat, coffee, coins) are registered like MVTec AD's object categories: a centred crop of
+  the object, shifted by at most ±3% of the crop side in x and y and rotated by at most ±5 degrees
+  (resampled from inside the picture, so no corner is empty), never flipped: a flip moves
+  off-centre parts (the cat's eyes, the cup's handle, the coin grid) elsewhere, which a per-position
+  model such as PaDiM would see as a second mode.
+
+Defective test images get one drawn defect whose mask is exactly the set of pixels the defect wrote:
 
 * ``scratch``: a thin 2-3 px polyline, light on dark regions and dark on light ones;
 * ``hole``: a dark filled (rotated) ellipse, placed on a region that is not already dark;
@@ -29,13 +39,19 @@ test images get one drawn defect whose mask is exactly the set of pixels the def
 
 Sizes and positions vary. Gray categories are saved as single-channel PNGs (converted to RGB by
 :func:`adbench.data.load_image`, like MVTec's grid/screw/zipper). Default counts per category:
-40 train, 12 good test and 18 defective test images (5 scratch, 5 hole, 4 stain, 4 cut).
+40 train, 130 good test and 130 defective test images (33 scratch, 33 hole, 32 stain, 32 cut: the
+kinds take turns). The test counts are sized for the statistics: at 130 + 130 test images the 95 %
+percentile-bootstrap interval of an image AUROC of 0.95 is about ±2.4 points (binormal scores,
+1000 resamples, mean over 100 simulated test sets; 50 + 50 gives ±3.9, 120 + 120 ±2.5, version 1's
+12 + 18 ±6.5). (Version 1 had 12 good + 18 defective test images and took the objects as random
+crops too; its trees are regenerated on first use.)
 
 The tree is generated on first :meth:`ToyDataset.load` into the root (default
 ``$ADBENCH_DATA/toy``), deterministically (seeded by category name), in a temporary folder
 renamed into place; the marker file ``.toy_version`` records :data:`TOY_VERSION` and the options
 and a mismatch regenerates the tree. Options: ``image_size``, ``n_train``, ``n_test_good``,
-``n_test_defect``, plus those of :class:`~adbench.datasets.folder.FolderDataset`.
+``n_test_defect``, ``version`` (must equal :data:`TOY_VERSION`; the data configs set it, so it is
+part of every toy job's config hash), plus those of :class:`~adbench.datasets.folder.FolderDataset`.
 
 ``toy_dev`` is a second, independent draw (seed 1, root ``$ADBENCH_DATA/toy_dev``) of the same
 categories; its option ``draw`` = k > 1 gives further draws (seed k, dataset ``toy_dev_draw<k>``).
@@ -55,6 +71,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from adbench.datasets.folder import FolderDataset
@@ -63,19 +80,31 @@ from PIL import Image, ImageDraw, ImageFilter
 from adbench.data import DataError
 from adbench.registry import register_dataset
 
-TOY_VERSION = "1"
+TOY_VERSION = "2"
 MARKER = ".toy_version"
-# category -> (file in skimage.data.data_dir, crop side as a fraction of the picture's shorter side,
-# allowed flips: "h" horizontal, "v" vertical)
-TOY_SOURCES: dict[str, tuple[str, float, str]] = {
-    "brick": ("brick.png", 0.45, "hv"),
-    "grass": ("grass.png", 0.4, "hv"),
-    "gravel": ("gravel.png", 0.4, "hv"),
-    "tissue": ("ihc.png", 0.4, "hv"),
-    "coins": ("coins.png", 0.6, "hv"),
-    "page": ("page.png", 0.7, ""),
-    "coffee": ("coffee.png", 0.75, "hv"),
-    "cat": ("chelsea.png", 0.75, "h"),
+REGISTRATION_SHIFT = 0.03  # registered objects: largest shift, as a fraction of the crop side
+REGISTRATION_DEGREES = 5.0  # registered objects: largest rotation, degrees
+
+
+class ToySource(NamedTuple):
+    """How one category's normal images are cut from its picture."""
+
+    file: str  # in skimage.data.data_dir
+    fraction: float  # crop side as a fraction of the picture's shorter side
+    flips: str = ""  # random crops: allowed flips, "h" horizontal, "v" vertical
+    centre: tuple[float, float] | None = None  # registered object: its centre (x, y) as fractions
+    # of the picture's width and height; None: random crops
+
+
+TOY_SOURCES: dict[str, ToySource] = {
+    "brick": ToySource("brick.png", 0.45, "hv"),
+    "grass": ToySource("grass.png", 0.4, "hv"),
+    "gravel": ToySource("gravel.png", 0.4, "hv"),
+    "tissue": ToySource("ihc.png", 0.4, "hv"),
+    "coins": ToySource("coins.png", 0.6, centre=(0.5, 0.5)),
+    "page": ToySource("page.png", 0.7),
+    "coffee": ToySource("coffee.png", 0.85, centre=(0.47, 0.5)),
+    "cat": ToySource("chelsea.png", 0.85, centre=(0.55, 0.5)),
 }
 TOY_CATEGORIES = tuple(TOY_SOURCES)
 TOY_SOURCE = ("brick", "grass", "tissue", "coins")
@@ -86,7 +115,7 @@ STAIN_COLOURS = ((0.55, 0.3, 0.1), (0.15, 0.25, 0.7), (0.2, 0.55, 0.15), (0.7, 0
 def _source_picture(category: str) -> Image.Image:
     import skimage.data
 
-    path = Path(skimage.data.data_dir) / TOY_SOURCES[category][0]
+    path = Path(skimage.data.data_dir) / TOY_SOURCES[category].file
     try:
         with Image.open(path) as img:
             img.load()
@@ -96,21 +125,62 @@ def _source_picture(category: str) -> Image.Image:
 
 
 def _normal_image(picture: Image.Image, category: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random crop (position, ±10% side), flip and brightness jitter of ``picture``: uint8 [H, W, C]."""
-    _, fraction, flips = TOY_SOURCES[category]
-    width, height = picture.size
-    side = round(min(width, height) * fraction * rng.uniform(0.9, 1.1))
-    left = int(rng.integers(0, width - side + 1))
-    top = int(rng.integers(0, height - side + 1))
-    img = picture.resize((size, size), Image.LANCZOS, box=(left, top, left + side, top + side))
-    arr = np.asarray(img, dtype=np.float32)
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    if rng.random() < 0.5 and "h" in flips:
-        arr = arr[:, ::-1]
-    if rng.random() < 0.5 and "v" in flips:
-        arr = arr[::-1]
+    """One normal image of ``category`` cut from ``picture``: uint8 [size, size, C].
+
+    A registered object crop or a random crop (see the module docstring), then a ±6% brightness jitter.
+    """
+    source = TOY_SOURCES[category]
+    if source.centre is None:
+        arr = _random_crop(picture, source, size, rng)
+    else:
+        arr = _registered_crop(picture, source, size, rng)
     arr = arr * rng.uniform(0.94, 1.06)
     return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+
+
+def _random_crop(picture: Image.Image, source: ToySource, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Crop anywhere in ``picture`` (side ±10%), flipped as ``source.flips`` allows: float [size, size, C]."""
+    width, height = picture.size
+    side = round(min(width, height) * source.fraction * rng.uniform(0.9, 1.1))
+    left = int(rng.integers(0, width - side + 1))
+    top = int(rng.integers(0, height - side + 1))
+    arr = _as_array(picture.resize((size, size), Image.LANCZOS, box=(left, top, left + side, top + side)))
+    if rng.random() < 0.5 and "h" in source.flips:
+        arr = arr[:, ::-1]
+    if rng.random() < 0.5 and "v" in source.flips:
+        arr = arr[::-1]
+    return arr
+
+
+def _registered_crop(
+    picture: Image.Image, source: ToySource, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The object's centred crop, shifted by at most ``REGISTRATION_SHIFT`` of its side and rotated by at
+    most ``REGISTRATION_DEGREES``: float [size, size, C].
+
+    The picture is first scaled (LANCZOS) so the crop side becomes ``size`` pixels, then the rotated,
+    shifted square is resampled from it (bicubic). The square reaches at most 0.572 crop sides from
+    the object's centre (half its rotated extent, 0.542, plus the shift); ``TOY_SOURCES`` leaves that
+    much picture on every side, so the corners are picture, never fill.
+    """
+    width, height = picture.size
+    side = min(width, height) * source.fraction
+    scaled = picture.resize((round(width * size / side), round(height * size / side)), Image.LANCZOS)
+    scale_x, scale_y = scaled.width / width, scaled.height / height
+    shift = rng.uniform(-1, 1, 2) * REGISTRATION_SHIFT * side
+    centre_x, centre_y = (np.array(source.centre) * (width, height) + shift) * (scale_x, scale_y)
+    radians = np.deg2rad(rng.uniform(-REGISTRATION_DEGREES, REGISTRATION_DEGREES))
+    cos, sin = np.cos(radians), np.sin(radians)
+    # output pixel centre (x, y) -> scaled-picture point: the centre plus the offset from the output's
+    # centre, rotated by the angle
+    offset_x, offset_y = size / 2 * (cos - sin), size / 2 * (sin + cos)
+    affine = (cos, -sin, centre_x - offset_x, sin, cos, centre_y - offset_y)
+    return _as_array(scaled.transform((size, size), Image.AFFINE, affine, resample=Image.BICUBIC))
+
+
+def _as_array(img: Image.Image) -> np.ndarray:
+    arr = np.asarray(img, dtype=np.float32)
+    return arr[..., None] if arr.ndim == 2 else arr
 
 
 def _draw(size: int, shape: str, points: list[tuple[float, float]], width: int = 1) -> np.ndarray:
@@ -264,14 +334,14 @@ def generate_toy(
     root: str | Path,
     image_size: int = 128,
     n_train: int = 40,
-    n_test_good: int = 12,
-    n_test_defect: int = 18,
+    n_test_good: int = 130,
+    n_test_defect: int = 130,
     seed: int = 0,
 ) -> Path:
     """Generate the toy tree at ``root`` unless its marker already matches; return ``root``.
 
     ``seed`` 0 is the toy set; any other value draws an independent set of the same kind (other
-    crops and defects), such as ``toy_dev``.
+    crops, object poses and defects), such as ``toy_dev``.
 
     Generation happens in a temporary sibling folder renamed into place, so an interrupted run
     leaves no half tree. An existing ``root`` is replaced only if it is empty or an older toy tree.
@@ -325,7 +395,17 @@ class ToyDataset(FolderDataset):
     source_target_split = (TOY_SOURCE, TOY_TARGET)
 
     def prepare(self, category: str) -> None:
-        """Generate the tree (all categories) if it is missing or was made by another generator version."""
+        """Generate the tree (all categories) if it is missing or was made by another generator version.
+
+        Option ``version`` (conf/data/toy.yaml) puts the generator version into every job's config
+        hash, so a record made on an older toy set is never reused; it must be :data:`TOY_VERSION`.
+        """
+        version = str(self.options.get("version", TOY_VERSION))
+        if version != TOY_VERSION:
+            raise DataError(
+                f"data.version={version}: this adbench generates toy version {TOY_VERSION} only; "
+                f"set data.version={TOY_VERSION} (or leave it out)"
+            )
         keys = ("image_size", "n_train", "n_test_good", "n_test_defect")
         options = {k: int(self.options[k]) for k in keys if k in self.options}
         generate_toy(self.root, seed=self.seed, **options)

@@ -176,25 +176,30 @@ def test_cflow_tiny_run_is_deterministic_and_batch_independent(toy_root, tmp_pat
 
 
 def test_sweep_extracts_each_image_once(toy_root, tmp_path):
-    """PatchCore, PaDiM, CFlow in one process (as a Hydra multirun): the 2nd and 3rd jobs read every
-    feature from the cache; a new process reads them from disk."""
+    """PaDiM, CFlow and PatchCore in one process (as a Hydra multirun): the 2nd and 3rd jobs read every
+    feature from the cache; a new process reads them from disk. PaDiM and CFlow resize with Lanczos as
+    their reference loaders; PatchCore (bilinear officially) shares their features only when told to
+    resize the same way, since the transform is part of the cache key."""
     device = resolve_device("auto")  # the runs' device: its memory tier is the one to empty
     memory_tier(device, 1.0).clear()
     common = [*TINY, f"data.root={toy_root}", "data.category=grass", f"results_dir={tmp_path / 'r'}",
               f"cache.dir={tmp_path / 'cache'}"]
+    lanczos_patchcore = ["method=patchcore", "+method.image.interpolation=lanczos"]
     first, second, third = (run(compose([*common, *extra]))[0] for extra in
-                            (["method=patchcore"], ["method=padim"], TINY_CFLOW))
+                            (["method=padim"], TINY_CFLOW, lanczos_patchcore))
     for record in (first, second, third):
         assert record["status"] == "ok", record.get("traceback")
-    assert first["cache_misses"] == 70 and first["extract_s"] > 0
+    assert first["cache_misses"] == 300 and first["extract_s"] > 0  # toy v2: 40 train + 260 test images
     for record in (second, third):
-        assert record["cache_misses"] == 0 and record["extract_s"] == 0.0 and record["cache_hits"] >= 70
-    assert len(third["train_loss"]) == 1 and math.isfinite(third["train_loss"][0])  # CFlow's loss curve
-    assert "train_loss" not in first  # PatchCore does not train
+        assert record["cache_misses"] == 0 and record["extract_s"] == 0.0 and record["cache_hits"] >= 300
+    assert len(second["train_loss"]) == 1 and math.isfinite(second["train_loss"][0])  # CFlow's loss curve
+    assert "train_loss" not in third  # PatchCore does not train
+    (bilinear,) = run(compose([*common, "method=patchcore", "seed=1"]))
+    assert bilinear["cache_misses"] == 300  # another transform: other features
     memory_tier(device, 1.0).clear()
     (again,) = run(compose([*common, "method=padim", "force=true"]))
-    assert again["cache_misses"] == 0 and again["cache_disk_hits"] == 70
-    assert again["image_auroc"] == second["image_auroc"] and again["pixel_aupro"] == second["pixel_aupro"]
+    assert again["cache_misses"] == 0 and again["cache_disk_hits"] == 300
+    assert again["image_auroc"] == first["image_auroc"] and again["pixel_aupro"] == first["pixel_aupro"]
 
 
 @pytest.mark.parametrize("set_to_none", [False, True])

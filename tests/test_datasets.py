@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
+import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -17,11 +19,25 @@ from adbench.datasets.download import MPDD, Resource, ensure_dataset, extract, f
 from adbench.datasets.folder import FolderDataset
 from adbench.datasets.mpdd import MPDDDataset
 from adbench.datasets.mvtec import MVTEC_CATEGORIES, MVTecAD
-from adbench.datasets.toy import DEFECTS, TOY_CATEGORIES, ToyDataset, add_defect, generate_toy
+from adbench.datasets.toy import (
+    DEFECTS,
+    REGISTRATION_DEGREES,
+    REGISTRATION_SHIFT,
+    TOY_CATEGORIES,
+    TOY_SOURCES,
+    TOY_VERSION,
+    ToyDataset,
+    _normal_image,
+    _source_picture,
+    add_defect,
+    generate_toy,
+)
 from adbench.datasets.visa import VisADataset
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from adbench.data import DataError, load_image, load_mask
+from adbench.perf import compose
 
 TOY_OPTIONS = {"image_size": 64, "n_train": 3, "n_test_good": 2, "n_test_defect": 4}
 
@@ -352,6 +368,92 @@ def test_toy_dev_draws_are_separate_datasets(tmp_path: Path, monkeypatch: pytest
     for bad in (0, -2, "2", 1.5, True):
         with pytest.raises(DataError, match=r"data\.draw must be an integer >= 1"):
             build("toy_dev", draw=bad)
+
+
+def test_toy_counts_and_defect_kinds_are_balanced(tmp_path: Path) -> None:
+    defaults = inspect.signature(generate_toy).parameters
+    assert [defaults[k].default for k in ("image_size", "n_train", "n_test_good", "n_test_defect")] == [
+        128, 40, 130, 130
+    ]
+    root = generate_toy(tmp_path / "toy", image_size=32, n_train=2, n_test_good=5, n_test_defect=10)
+    for name in TOY_CATEGORIES:
+        test = root / name / "test"
+        counts = {kind.name: len(list(kind.iterdir())) for kind in test.iterdir()}
+        assert counts == {"good": 5, "scratch": 3, "hole": 3, "stain": 2, "cut": 2}, name
+        assert sorted(p.name for p in (root / name / "ground_truth" / "stain").iterdir()) == [
+            "000_mask.png", "001_mask.png"
+        ]
+
+
+def test_toy_old_version_tree_is_regenerated(tmp_path: Path) -> None:
+    root = generate_toy(tmp_path / "toy", **TOY_OPTIONS)
+    marker = root / ".toy_version"
+    assert json.loads(marker.read_text())["version"] == TOY_VERSION == "2"
+    marker.write_text(marker.read_text().replace('"version": "2"', '"version": "1"'))
+    leftover = root / "cat" / "test" / "good" / "099.png"  # a version-1 file the new tree lacks
+    leftover.write_bytes(b"old")
+    generate_toy(root, **TOY_OPTIONS)
+    assert json.loads(marker.read_text())["version"] == "2" and not leftover.exists()
+    for name in ("toy", "toy_dev"):  # the version is in every toy job's config hash
+        assert str(compose([f"data={name}"]).data.version) == TOY_VERSION
+    assert build("toy", root, version=2, **TOY_OPTIONS).load("cat").test
+    with pytest.raises(DataError, match=r"data\.version=1: .* toy version 2 only; set data\.version=2"):
+        build("toy", root, version=1, **TOY_OPTIONS).load("cat")
+
+
+def dot_picture(size: tuple[int, int], mode: str, dots: list[tuple[float, float]]) -> Image.Image:
+    """A gray-100 picture with a white disk of radius 6 px at each (x, y) of ``dots``."""
+    picture = Image.new(mode, size, 100 if mode == "L" else (100, 100, 100))
+    draw = ImageDraw.Draw(picture)
+    for x, y in dots:
+        draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=255 if mode == "L" else (255, 255, 255))
+    return picture
+
+
+@pytest.mark.parametrize("category", [c for c in TOY_CATEGORIES if TOY_SOURCES[c].centre is not None])
+def test_toy_objects_are_registered(category: str) -> None:
+    """Two dots, at the object's centre and a quarter crop side to its right, land where a shift of at
+    most 3 % of the side and a rotation of at most 5 degrees put them, and the corners are never fill."""
+    source, size = TOY_SOURCES[category], 128
+    real = _source_picture(category)
+    (width, height), side = real.size, min(real.size) * source.fraction
+    centre_x, centre_y = round(source.centre[0] * width), round(source.centre[1] * height)
+    arm_x = round(side / 4)  # whole pixels: PIL draws the disks on the pixel grid
+    picture = dot_picture(real.size, real.mode, [(centre_x, centre_y), (centre_x + arm_x, centre_y)])
+    rng = np.random.default_rng(0)
+    offsets, angles = [], []
+    for _ in range(40):
+        arr = _normal_image(picture, category, size, rng).astype(float).mean(axis=2)
+        border = np.r_[arr[0], arr[-1], arr[:, 0], arr[:, -1]]  # an empty corner would reach the border
+        assert border.min() >= 0.94 * 100 - 1, "empty (fill) pixels in the crop"
+        labels, count = ndimage.label(arr > 140)
+        assert count == 2
+        dots = np.array(ndimage.center_of_mass(arr - 100, labels, [1, 2]))[:, ::-1] - size / 2  # (x, y)
+        middle, right = dots[np.argsort(np.hypot(*dots.T))]
+        offsets.append(np.hypot(*middle))
+        arm = right - middle
+        assert np.hypot(*arm) == pytest.approx(arm_x * size / side, abs=0.3)  # no scale jitter
+        angles.append(np.degrees(np.arctan2(arm[1], arm[0])))
+    assert max(offsets) <= REGISTRATION_SHIFT * size * np.sqrt(2) + 0.5  # + the disk's rounding
+    assert np.abs(angles).max() <= REGISTRATION_DEGREES + 0.5
+    assert max(offsets) > 2 and min(angles) < -3 and max(angles) > 3  # the jitter is there
+
+
+def test_toy_object_images_agree_and_texture_crops_do_not() -> None:
+    """On the real pictures, an object image correlates with the mean of the others; a texture crop
+    (random position) does not: the median correlation over 30 images per category."""
+    medians = {}
+    for category in TOY_CATEGORIES:
+        picture, rng = _source_picture(category), np.random.default_rng(0)
+        images = np.stack([_normal_image(picture, category, 64, rng).mean(axis=2) for _ in range(30)])
+        z = (images - images.mean(axis=(1, 2), keepdims=True)) / images.std(axis=(1, 2), keepdims=True)
+        others = (z.sum(axis=0) - z) / (len(z) - 1)
+        correlation = (z * others).mean(axis=(1, 2)) / others.std(axis=(1, 2))
+        medians[category] = float(np.median(correlation))
+    objects = {c: m for c, m in medians.items() if TOY_SOURCES[c].centre is not None}
+    textures = {c: m for c, m in medians.items() if TOY_SOURCES[c].centre is None}
+    assert set(objects) == {"cat", "coffee", "coins"}
+    assert min(objects.values()) > 0.6 and max(textures.values()) < 0.35, medians
 
 
 @pytest.mark.parametrize("kind", DEFECTS)

@@ -38,7 +38,7 @@ def test_predict_round_trips_the_saved_model(saved, toy_root, tmp_path):
     table = predict.run(saved["model"], toy_root / "brick" / "test", tmp_path / "out", heatmaps=False)
     with np.load(saved["npz"]) as data:
         expected = dict(zip(data["paths"].tolist(), data["image_scores"].tolist()))
-    assert len(table) == len(expected) == 30
+    assert len(table) == len(expected) == 260  # toy v2: 130 good + 130 defective test images
     ours = table.set_index("path")["image_score"]
     np.testing.assert_allclose([ours[p] for p in expected], list(expected.values()), rtol=1e-6)
     written = pd.read_csv(tmp_path / "out" / "scores.csv")
