@@ -7,18 +7,24 @@ Every dataset loader (``adbench.datasets``) produces :class:`Category` objects m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import tifffile
 import torch
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow modes of > 8 bits per sample
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, tifffile.TiffFileError)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -62,51 +68,139 @@ class Category:
         return bool(anomalous) and all(s.mask_path is not None for s in anomalous)
 
     def validate(self) -> None:
-        """Raise :class:`DataError` on an empty train set or a train set with anomalies."""
+        """Raise :class:`DataError` on an empty train set, a train set with anomalies, or a test set
+        without both normal and anomalous images (AUROC is undefined on one class)."""
+        where = f"{self.dataset}/{self.name}"
         if not self.train:
             raise DataError(
-                f"{self.dataset}/{self.name}: the train set under {self.root} is empty; "
+                f"{where}: the train set under {self.root} is empty; "
                 "put normal training images in <category>/train/<normal folder>/"
             )
         if any(s.label != 0 for s in self.train):
-            raise DataError(f"{self.dataset}/{self.name}: train samples must all be normal")
+            raise DataError(f"{where}: train samples must all be normal")
         if not self.test:
-            raise DataError(f"{self.dataset}/{self.name}: the test set under {self.root} is empty")
+            raise DataError(f"{where}: the test set under {self.root} is empty")
+        labels = {s.label for s in self.test}
+        if len(labels) == 1:
+            missing = "anomalous images (test/<defect>/)" if labels == {0} else "normal images"
+            raise DataError(
+                f"{where}: the test set under {self.root} has no {missing}; the metrics need normal and "
+                "anomalous test images"
+            )
+
+    def verify_files(self) -> None:
+        """Decode every test image and mask (sizes must match) and read every train image's header;
+        DataError naming the first bad file. Seconds for a category, next to minutes of fitting."""
+        for sample in self.train:
+            image_size(sample.image_path)
+        for sample in self.test:
+            size = load_image(sample.image_path).size
+            if sample.mask_path is not None:
+                load_mask(sample.mask_path, size, self.mask_binarize)
 
     def to_records(self) -> list[dict]:
         return [asdict(s) for s in self.train + self.test]
 
 
+def read_pixels(path: str | os.PathLike) -> Image.Image | np.ndarray:
+    """The pixels of an image file: a Pillow image when its samples have at most 8 bits, else their
+    array [H, W] or [H, W, C] in the file's own dtype.
+
+    TIFFs of more than 8 bits per sample are read with tifffile (exact dtype, multi-channel too);
+    16-bit PNGs give uint16. Pillow reduces 16-bit RGB(A) PNGs to 8 bits itself (the high byte,
+    within one level of :func:`to_uint8`). Raises what the readers raise (see :data:`UNREADABLE`).
+    """
+    if Path(path).suffix.lower() in TIFF_EXTENSIONS:  # not a TIFF inside after all: Pillow reads it
+        with contextlib.suppress(tifffile.TiffFileError), tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if page.bitspersample > 8:
+                pixels = page.asarray()
+                return np.moveaxis(pixels, page.axes.index("S"), -1) if "S" in page.axes else pixels
+    with Image.open(path) as img:
+        img.load()
+        if img.mode not in HIGH_DEPTH_MODES:
+            return img
+        pixels = np.asarray(img)
+        return pixels.astype(np.uint16) if img.format == "PNG" else pixels  # PNG: <= 16 bits per sample
+
+
+def to_uint8(pixels: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Samples of any depth → uint8 of the same shape, by one rule: an integer sample v becomes
+    round(v · 255 / M), M the largest value of its dtype (16-bit: v / 257; uint8 unchanged); a float
+    sample must lie in [0, 1] and becomes round(v · 255). DataError naming ``path`` for negative
+    integers, floats outside [0, 1] (or NaN) and other sample types."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == bool:
+        return pixels.astype(np.uint8) * 255
+    if pixels.dtype.kind in "ui":
+        if pixels.dtype.kind == "i" and pixels.size and pixels.min() < 0:
+            raise DataError(f"image {path} has negative {pixels.dtype} samples; save it with unsigned ones")
+        return np.rint(pixels * (255 / np.iinfo(pixels.dtype).max)).astype(np.uint8)
+    if pixels.dtype.kind == "f":
+        if not np.all((pixels >= 0) & (pixels <= 1)):
+            raise DataError(
+                f"float image {path} has samples outside [0, 1] (min {np.nanmin(pixels):g}, max "
+                f"{np.nanmax(pixels):g}); adbench reads float images as intensities in [0, 1]: rescale "
+                "it, or save it with 8- or 16-bit integer samples"
+            )
+        return np.rint(pixels * 255.0).astype(np.uint8)
+    raise DataError(f"image {path} has {pixels.dtype} samples; save it with 8- or 16-bit integer samples")
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB (grayscale and palette images are converted); DataError if unreadable."""
+    """Open an image as 8-bit RGB; DataError if unreadable.
+
+    Grayscale and palette images are converted; samples of more than 8 bits (16-bit PNGs, 16/32-bit
+    integer and float TIFFs, grayscale or multi-channel) are scaled by :func:`to_uint8`. A gray +
+    alpha array keeps its gray channel, more than three channels their first three.
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+        pixels = read_pixels(path)
+    except UNREADABLE as err:
         raise DataError(f"cannot read image {path}: {err}; replace or remove the file") from err
+    if isinstance(pixels, Image.Image):
+        return pixels.convert("RGB")
+    samples = to_uint8(pixels, path)
+    if samples.ndim == 2 or samples.shape[2] < 3:
+        samples = np.repeat(samples.reshape(*samples.shape[:2], -1)[..., :1], 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(samples[..., :3]))
+
+
+def image_size(path: str | os.PathLike, kind: str = "image") -> tuple[int, int]:
+    """(width, height) of an image or mask file from its header (no decoding); DataError if unreadable."""
+    try:
+        if Path(path).suffix.lower() in TIFF_EXTENSIONS:  # also those Pillow cannot open (float RGB)
+            with contextlib.suppress(tifffile.TiffFileError), tifffile.TiffFile(path) as tif:
+                return int(tif.pages[0].imagewidth), int(tif.pages[0].imagelength)
+        with Image.open(path) as img:
+            return img.size
+    except UNREADABLE as err:
+        raise DataError(f"cannot read {kind} {path}: {err}; replace or remove the file") from err
 
 
 def load_mask(path: str | os.PathLike, size: tuple[int, int], binarize: str = "gt127") -> np.ndarray:
     """Read a ground-truth mask as a bool array of shape [H, W].
 
     ``size`` is the (width, height) of its image; a mask of another size is an error. Masks are
-    binarised before any resizing: ``gt127`` for 0/255 masks, ``nonzero`` for class-id masks.
+    binarised before any resizing: ``gt127`` (0/255 masks) keeps samples above half their range
+    (> 127 after :func:`to_uint8`, so a 16-bit mask splits at 32767), ``nonzero`` (class-id masks)
+    keeps every sample that is not 0. A multi-channel mask is the maximum of its channels.
     """
     try:
-        with Image.open(path) as img:
-            img.load()
-            arr = np.asarray(img.convert("L") if img.mode not in ("L", "I", "I;16", "P") else img)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+        pixels = read_pixels(path)
+    except UNREADABLE as err:
         raise DataError(f"cannot read mask {path}: {err}; replace or remove the file") from err
-    if arr.ndim == 3:
-        arr = arr.max(axis=2)
-    if (arr.shape[1], arr.shape[0]) != tuple(size):
+    if isinstance(pixels, Image.Image):
+        pixels = np.asarray(pixels if pixels.mode in ("L", "P") else pixels.convert("L"))
+    if pixels.ndim == 3:
+        pixels = pixels.max(axis=2)
+    if (pixels.shape[1], pixels.shape[0]) != tuple(size):
         raise DataError(
-            f"mask {path} is {arr.shape[1]}x{arr.shape[0]} but its image is {size[0]}x{size[1]}; "
+            f"mask {path} is {pixels.shape[1]}x{pixels.shape[0]} but its image is {size[0]}x{size[1]}; "
             "masks must have the size of their image"
         )
-    return arr != 0 if binarize == "nonzero" else arr > 127
+    return pixels != 0 if binarize == "nonzero" else to_uint8(pixels, path) > 127
 
 
 @dataclass(frozen=True)
@@ -123,6 +217,22 @@ class ImageTransform:
     std: tuple[float, ...] | None = IMAGENET_STD
     square: bool = False
     interpolation: str = "bilinear"
+
+    @classmethod
+    def from_config(
+        cls, image: Mapping[str, Any], category: str | None,
+        mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+    ) -> ImageTransform:
+        """The transform of a ``method.image`` config for ``category``. ``resize_by_category``
+        (category → resize) overrides ``resize`` for the categories it names (GLASS's code resizes
+        toothbrush and wood to 329 before its 288 crop). ``center_crop: false`` (``data=folder``'s
+        default) keeps the whole image: both sides resized to ``crop``, the evaluation resolution."""
+        crop = int(image["crop"])
+        whole = not image.get("center_crop", True)
+        resize = crop if whole else (image.get("resize_by_category") or {}).get(category, image["resize"])
+        return cls(resize=int(resize), crop=crop, mean=mean, std=std,
+                   square=whole or bool(image.get("square", False)),
+                   interpolation=str(image.get("interpolation", "bilinear")))
 
     def identity(self) -> str:
         """A stable string that changes whenever the transform does (part of cache keys)."""

@@ -183,10 +183,7 @@ def run(model_path: str | Path, images: str | Path, out: str | Path = "predictio
 
 def display_transform(config: DictConfig) -> ImageTransform:
     """The evaluation transform (resize, crop) of a config, without normalisation (for display)."""
-    image = config.method.image
-    return ImageTransform(resize=int(image.resize), crop=int(image.crop), mean=None, std=None,
-                          square=bool(image.get("square", False)),
-                          interpolation=str(image.get("interpolation", "bilinear")))
+    return ImageTransform.from_config(config.method.image, config.data.get("category"))
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:

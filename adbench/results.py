@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -26,21 +27,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adbench.data import DataError
+
 METRICS = (
     "image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro", "mad",
+    "pixel_aupimo",
 )
 LEADERBOARD_COLUMNS = (
     "run_id", "status", "method", "variant", "label", "dataset", "category", "protocol", "source", "shots",
     "backbone", "weights", "image_size", "eval_resolution", "seed", *METRICS, "fit_s", "infer_ms_per_img",
     "peak_rss_mb", "peak_gpu_mb", "n_params", "device", "extract_s", "cache_hits", "cache_misses",
     "config_hash", "setup", "git_sha", "finished_at", "error",
+    *(f"{metric}_{end}" for metric in METRICS for end in ("lo", "hi")), "ci_n_boot", "ci_n_boot_pixel",
 )
 # Config keys that never make two runs different experiments: where results go, how the job runs,
-# the seeds (seeds of one setup are averaged in tables) and sweep presets' helper values (``sweep``).
+# the seeds (seeds of one setup are averaged in tables), sweep presets' helper values (``sweep``) and
+# the bootstrap settings (``ci``: intervals never split a setup).
 # Everything else is part of the setup.
 RUN_ONLY_KEYS = (
     "seed", "shot_seed", "results_dir", "force", "save_model", "calibration_folds", "device", "batch_size",
-    "num_workers", "threads", "progress", "cache", "hydra", "source_root", "sweep",
+    "num_workers", "threads", "progress", "cache", "hydra", "source_root", "sweep", "ci",
 )
 RUN_ONLY_DATA_KEYS = ("name", "root", "download", "category", "verify", "draw")  # draw: in the dataset name
 
@@ -90,11 +96,23 @@ def record_path(
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A run record, or None when the file is missing or unreadable (never a partial record)."""
+    """A run record, or None when the file is missing or unreadable (never a partial record). An
+    unreadable one (truncated, not a JSON object) logs a warning naming it: its run counts as
+    unfinished, so the next run of its job redoes it, and the leaderboard has no row for it."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        record, reason = None, f"{type(err).__name__}: {err}"
+    else:
+        reason = "not a JSON object"
+    if isinstance(record, dict):
+        return record
+    logging.getLogger("adbench").warning(
+        "run record %s is unreadable (%s): its run counts as unfinished and has no leaderboard row; "
+        "re-run its job to redo it", path, reason)
+    return None
 
 
 def iter_records(results_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
@@ -241,10 +259,20 @@ def current_leaderboard(results_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_leaderboard(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a leaderboard CSV; FileNotFoundError naming the path and how to make one."""
+    """Read a leaderboard CSV; FileNotFoundError naming the path and how to make one, DataError when
+    the file is not a leaderboard (unparsable, or without the run_id/status/method/dataset/category
+    columns)."""
     path = Path(path)
     if path.is_dir():
         path = path / "leaderboard.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no leaderboard at {path}; run `make bench` or `python -m adbench` first")
-    return pd.read_csv(path)
+    fix = "an adbench run writes one (runs/ beside it holds the records it is rebuilt from)"
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not a leaderboard CSV ({type(err).__name__}: {err}); {fix}") from err
+    missing = [c for c in ("run_id", "status", "method", "dataset", "category") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} is not an adbench leaderboard: no {', '.join(missing)} column; {fix}")
+    return frame

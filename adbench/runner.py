@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -27,14 +28,15 @@ from tqdm import tqdm
 
 from adbench import __version__, protocols
 from adbench.backbones import build_backbone
-from adbench.data import Category, ImageTransform, Sample, iterate_batches, stable_hash
+from adbench.data import Category, DataError, ImageTransform, Sample, iterate_batches, stable_hash
 from adbench.datasets import build as build_dataset
 from adbench.devices import resolve_device, synchronize
 from adbench.features import FeatureExtractor
 from adbench.method import Context, Method
-from adbench.metrics import evaluate
+from adbench.metrics import aupimo, evaluate
 from adbench.registry import get_method
 from adbench.results import atomic_write_bytes, read_record, record_path, write_record
+from adbench.stats import bootstrap, ci_settings
 
 log = logging.getLogger("adbench")
 HASH_KEYS = ("method", "backbone", "data", "protocol", "seed")
@@ -152,10 +154,7 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
             weights=cfg.backbone.get("weights"), hub=bool(cfg.backbone.get("hub", True)),
         )
         mean, std = backbone.weights.mean, backbone.weights.std
-    transform = ImageTransform(
-        resize=int(image.resize), crop=int(image.crop), mean=mean, std=std,
-        square=bool(image.get("square", False)), interpolation=str(image.get("interpolation", "bilinear")),
-    )
+    transform = ImageTransform.from_config(image, category.name, mean, std)
     if getattr(method, "uses_backbone", False):
         features = FeatureExtractor(
             backbone, transform, device, enabled=bool(cfg.cache.enabled), max_gb=float(cfg.cache.max_gb),
@@ -169,7 +168,7 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
     return Context(
         category=category, transform=transform, device=device, seed=int(cfg.seed),
         batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), features=features,
-        progress=bool(cfg.progress),
+        progress=show_progress(cfg.progress),
     )
 
 
@@ -219,9 +218,26 @@ def predict_category(method: Method, ctx: Context, samples: list[Sample] | None 
     }
 
 
-def save_predictions(path: Path, out: dict[str, Any], keep: int = 3) -> None:
+def per_image_aupimo(maps: np.ndarray, masks: np.ndarray, record: dict[str, Any]) -> np.ndarray | None:
+    """AUPIMO of every test image (float [N], NaN for images without defect pixels), and its mean
+    over the anomalous images as ``record["pixel_aupimo"]``; None, with ``record["aupimo_note"]``, where
+    the test set is too small to reach AUPIMO's FPR range (fewer than 10^5 normal pixels)."""
+    try:
+        values = aupimo(maps, masks)
+    except ValueError as err:
+        record["aupimo_note"] = str(err)
+        log.warning("no AUPIMO for %s: %s", record["run_id"], err)
+        return None
+    record["pixel_aupimo"] = float(np.nanmean(values))
+    return values
+
+
+def save_predictions(
+    path: Path, out: dict[str, Any], keep: int = 3, replicates: dict[str, np.ndarray] | None = None
+) -> None:
     """Scores, labels and paths of every test image, plus the maps of the ``keep`` highest- and
-    lowest-scoring images (for reports), as ``<record>.npz``."""
+    lowest-scoring images (for reports), as ``<record>.npz``; with ``replicates`` (metric -> [B],
+    :func:`adbench.stats.bootstrap`) also ``boot_<metric>``, float32 [B], for paired tests."""
     import io
 
     order = np.argsort(out["image_scores"])
@@ -230,7 +246,9 @@ def save_predictions(path: Path, out: dict[str, Any], keep: int = 3) -> None:
     np.savez_compressed(
         buffer, image_scores=out["image_scores"], labels=out["labels"], paths=np.array(out["paths"]),
         defect_types=np.array(out["defect_types"]), map_index=chosen,
+        **({} if out.get("aupimo") is None else {"aupimo": out["aupimo"]}),
         maps=out["anomaly_maps"][chosen].astype(np.float32), masks=out["masks"][chosen],
+        **{f"boot_{metric}": values.astype(np.float32) for metric, values in (replicates or {}).items()},
     )
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -252,6 +270,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         return existing
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
+    size = ImageTransform.from_config(cfg.method.image, category.name)
     record: dict[str, Any] = {
         "run_id": f"{category.dataset}/{category.name}/{cfg.method.name}/{chash}",
         "method": cfg.method.name, "variant": cfg.method.get("variant", "default"),
@@ -259,12 +278,13 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         "backbone": backbone_name(cfg) if cfg.method.get("normalize", "backbone") == "backbone" else "none",
         "seed": int(cfg.seed), "config_hash": chash, "git_sha": git_sha(), "adbench_version": __version__,
         "torch_version": torch.__version__, "device": str(device), "n_train": len(category.train),
-        "n_test": len(category.test), "image_size": f"{cfg.method.image.resize}->{cfg.method.image.crop}",
-        "eval_resolution": int(cfg.method.image.crop),
+        "n_test": len(category.test), "image_size": f"{size.resize}->{size.crop}",
+        "eval_resolution": size.crop,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     log.info("run %s (pid %d)", record["run_id"], os.getpid())
     try:
+        ci = ci_settings(cfg.get("ci"))  # a bad interval setting fails before the fit
         method = build_method(cfg).to(device)
         ctx = build_context(cfg, method, category, device)
         if cfg.protocol == "few_shot":
@@ -289,7 +309,15 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
             out["image_scores"], out["labels"],
             out["anomaly_maps"] if has_masks else None, out["masks"] if has_masks else None,
         ))
-        save_predictions(path.with_suffix(".npz"), out)
+        if has_masks:
+            out["aupimo"] = per_image_aupimo(out["anomaly_maps"], out["masks"], record)
+        boot = bootstrap(  # resamples of the test images in out["paths"] order (adbench/stats.py)
+            out["image_scores"], out["labels"], *((out["anomaly_maps"], out["masks"]) if has_masks else ()),
+            aupimo=out.get("aupimo"), **ci,
+        )
+        record.update(boot.intervals())
+        record.update(ci_n_boot=boot.n_boot, ci_n_boot_pixel=boot.n_boot_pixel, ci_level=boot.level)
+        save_predictions(path.with_suffix(".npz"), out, replicates=boot.replicates)
         if cfg.get("save_model"):
             train_out = predict_category(method, ctx, ctx.category.train)
             held_out = held_out_scores(cfg, category, device, int(cfg.get("calibration_folds") or 0))
@@ -382,13 +410,19 @@ def load_categories(cfg: DictConfig) -> list[Category]:
     """The categories named by ``data.category`` (``all`` = every category of the dataset).
 
     Under ``protocol=few_shot`` (:mod:`adbench.protocols`): the target categories only, each with
-    ``train`` replaced by its K reference shots.
+    ``train`` replaced by its K reference shots. Every category is validated (and, unless
+    ``data.verify=false``, its files decoded: :meth:`Category.verify_files`) before any job runs.
     """
+    if OmegaConf.is_missing(cfg.data, "root"):
+        raise DataError(f"data={cfg.data.name} needs data.root=<folder holding <category>/train/good/ trees>")
     options = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
                if k not in ("name", "root", "download", "category")}
+    verify = options.pop("verify", True)
     family = build_dataset(
         cfg.data.name, cfg.data.get("root"), download=bool(cfg.data.get("download")), **options
     )
+    if family.name != cfg.data.name:
+        log.info("data=%s at %s is the dataset %s", cfg.data.name, family.root, family.name)
     wanted = str(cfg.data.get("category", "all"))
     names = family.categories() if wanted == "all" else [c.strip() for c in wanted.split(",")]
     settings = None
@@ -399,6 +433,8 @@ def load_categories(cfg: DictConfig) -> list[Category]:
     for name in names:
         category = family.load(name)
         category.validate()
+        if verify:  # unreadable test files or mismatched masks fail here, before any fit
+            category.verify_files()
         if settings is not None:
             category = protocols.apply_few_shot(category, settings)
             category.info["few_shot"]["source_categories"] = sources
@@ -406,7 +442,29 @@ def load_categories(cfg: DictConfig) -> list[Category]:
     return categories
 
 
+def show_progress(setting: object) -> bool:
+    """The ``progress`` setting: true / false, or ``auto`` = bars only when stderr is a terminal (none
+    in CI logs or redirected output); DataError for anything else."""
+    if setting == "auto":
+        return sys.stderr.isatty()
+    if isinstance(setting, bool):
+        return setting
+    raise DataError(f"progress must be true, false or auto, got {setting!r}")
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """DataError naming the key for a run setting of the wrong type or range, before any data is read."""
+    for key, minimum in (("seed", 0), ("batch_size", 1), ("num_workers", 0), ("threads", 1)):
+        value = cfg.get(key)
+        if key == "threads" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise DataError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    show_progress(cfg.get("progress"))
+
+
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Run every category of ``cfg.data`` with ``cfg.method``; returns the records."""
+    check_run_settings(cfg)
     torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
     return [run_job(cfg, category) for category in load_categories(cfg)]

@@ -5,11 +5,13 @@ dataset raises :class:`~adbench.data.DataError` with :func:`missing_message`, wh
 expected path, the URL, the licence and the layout to place by hand.
 
 * :func:`fetch` streams a URL (``http(s)://`` or ``file://``; a list of mirrors is tried in
-  order) to a temporary file next to ``dest`` with a tqdm progress bar, checks its sha256 and
-  only then renames it to ``dest``. A mismatch deletes the temporary file and names both hashes.
+  order) to a temporary file next to ``dest`` with a tqdm progress bar (by default only when stderr is
+  a terminal), checks its sha256 and only then renames it to ``dest``. A mismatch deletes the
+  temporary file and names both hashes.
 * :func:`extract` unpacks a tar (any compression) or zip archive into a temporary folder after
-  rejecting absolute paths, ``..`` components, links that leave the destination and special
-  files (tar members also go through :mod:`tarfile`'s ``data`` filter), then moves the result
+  rejecting absolute paths, ``..`` components, links that leave the destination (resolved through
+  the links extracted before them) and special files (tar members also go through :mod:`tarfile`'s
+  ``data`` filter where Python has it), then moves the result
   into place with renames, so an interrupted extraction never leaves a half tree.
 """
 
@@ -122,7 +124,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(urls: str | Sequence[str], dest: str | Path, sha256: str, progress: bool = True) -> Path:
+def fetch(urls: str | Sequence[str], dest: str | Path, sha256: str, progress: bool | None = None) -> Path:
     """Download the first working mirror of ``urls`` to ``dest`` and check its sha256.
 
     A ``dest`` that already exists with the right checksum is reused. Each mirror is streamed
@@ -146,7 +148,7 @@ def fetch(urls: str | Sequence[str], dest: str | Path, sha256: str, progress: bo
     raise DataError(f"could not download {dest.name}:\n  " + "\n  ".join(failures))
 
 
-def _stream(url: str, dest: Path, sha256: str, progress: bool) -> None:
+def _stream(url: str, dest: Path, sha256: str, progress: bool | None) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
@@ -160,7 +162,7 @@ def _stream(url: str, dest: Path, sha256: str, progress: bool) -> None:
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=dest.name,
-                disable=not progress,
+                disable=None if progress is None else not progress,  # None: on a terminal only
             ) as bar:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     out.write(chunk)
@@ -182,17 +184,60 @@ def _check_name(name: str, archive: Path) -> None:
         raise DataError(f"unsafe member {name!r} in {archive} (absolute path or '..'); refusing to extract")
 
 
+def _resolve(path: str, links: dict[str, str]) -> str | None:
+    """``path`` (relative to the extraction root) with every symbolic link among ``links`` (link →
+    its target, both relative to the root) followed, as a normalised relative path ("" = the root);
+    None when it leaves the root or follows more than 40 links (a loop)."""
+    parts: list[str] = []
+    pending = [p for p in path.split("/") if p not in ("", ".")]
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+        target = links.get("/".join(parts))
+        if target is not None:
+            hops += 1
+            if hops > 40:
+                return None
+            parts = []
+            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return "/".join(parts)
+
+
+def _unsafe_link(member: tarfile.TarInfo, archive: Path) -> DataError:
+    return DataError(f"unsafe link {member.name!r} -> {member.linkname!r} in {archive} leaves the "
+                     "destination; refusing to extract")
+
+
 def _check_tar(tar: tarfile.TarFile, archive: Path) -> None:
+    """Refuse members that would be written, and links that would point, outside the destination.
+
+    Paths are resolved through the symbolic links of the members before them, as extraction creates
+    them (a file written at a link's path goes where the link points), so ``s -> .`` followed by
+    ``s/t -> ../outside`` is refused without tarfile's ``data`` filter (absent from Python before
+    3.10.12 / 3.11.4)."""
+    links: dict[str, str] = {}
     for member in tar.getmembers():
         _check_name(member.name, archive)
-        if member.issym() or member.islnk():
-            base = posixpath.dirname(member.name) if member.issym() else ""
-            target = posixpath.normpath(posixpath.join(base, member.linkname))
-            if posixpath.isabs(member.linkname) or target == ".." or target.startswith("../"):
-                raise DataError(
-                    f"unsafe link {member.name!r} -> {member.linkname!r} in {archive} leaves the "
-                    "destination; refusing to extract"
-                )
+        name = member.name.replace("\\", "/").rstrip("/")
+        if member.issym():  # created at its folder's resolved path; its target is relative to that folder
+            folder, _, base = name.rpartition("/")
+            resolved = _resolve(folder, links)
+            target = None if resolved is None else posixpath.join(resolved, member.linkname)
+            if posixpath.isabs(member.linkname) or target is None or _resolve(target, links) is None:
+                raise _unsafe_link(member, archive)
+            links[posixpath.join(resolved, base)] = target
+        elif _resolve(name, links) is None:
+            raise DataError(f"member {member.name!r} in {archive} is written outside the destination "
+                            "through a link; refusing to extract")
+        elif member.islnk():  # a hard link's target is relative to the archive root
+            if posixpath.isabs(member.linkname) or _resolve(member.linkname, links) is None:
+                raise _unsafe_link(member, archive)
         elif not (member.isfile() or member.isdir()):
             raise DataError(f"special file {member.name!r} in {archive}; refusing to extract")
 
@@ -267,7 +312,7 @@ def missing_message(resource: Resource, root: Path, expected: Path) -> str:
 
 
 def ensure_dataset(
-    resource: Resource, root: Path, download: bool, expected: Path, progress: bool = True
+    resource: Resource, root: Path, download: bool, expected: Path, progress: bool | None = None
 ) -> None:
     """Make sure ``expected`` (a path inside ``root``) exists, downloading when allowed.
 

@@ -11,6 +11,10 @@ Any image extension of :data:`adbench.data.IMAGE_EXTENSIONS` is accepted for ima
 A category without a ``ground_truth`` folder has anomalous samples with ``mask_path`` None
 (image metrics only); with one, every anomalous image needs its mask. Normal samples get the
 defect type ``"good"`` whatever their folder is called.
+
+A plain ``folder`` dataset (a user's own tree) is named ``folder-<8 hex digits>`` from its resolved
+root and image listing (:meth:`FolderDataset.content_name`), so runs on two trees with the same
+category names never share a record; the published datasets keep their names.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ from pathlib import Path
 
 from adbench.datasets.base import DatasetFamily
 from adbench.datasets.download import Resource, ensure_dataset
-from PIL import Image, UnidentifiedImageError
 
-from adbench.data import Category, DataError, Sample, list_images
+from adbench.data import (
+    IMAGE_EXTENSIONS,
+    Category,
+    DataError,
+    Sample,
+    file_fingerprint,
+    list_images,
+    stable_hash,
+)
 from adbench.registry import register_dataset
 
 
@@ -32,33 +43,13 @@ def unknown_category(dataset: str, category: str, available: list[str]) -> DataE
     )
 
 
-def verify_category(category: Category) -> None:
-    """Open every image and mask header (cheap, no decoding): DataError if unreadable or sizes differ."""
-    for sample in category.train + category.test:
-        size = _header_size(sample.image_path, "image")
-        if sample.mask_path is not None:
-            mask_size = _header_size(sample.mask_path, "mask")
-            if mask_size != size:
-                raise DataError(
-                    f"mask {sample.mask_path} is {mask_size[0]}x{mask_size[1]} but its image "
-                    f"{sample.image_path} is {size[0]}x{size[1]}; masks must have the size of their image"
-                )
-
-
-def _header_size(path: str, kind: str) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DataError(f"cannot read {kind} {path}: {err}; replace or remove the file") from err
-
-
 @register_dataset("folder")
 class FolderDataset(DatasetFamily):
     """Any MVTec-style tree; categories are the sub-folders of ``root`` that contain ``train/``.
 
     Options: ``normal_dir`` (default ``"good"``), ``mask_suffix`` (default ``"_mask"``),
-    ``verify`` (default False: open every file header at :meth:`load`).
+    ``verify`` (default False: :meth:`~adbench.data.Category.verify_files` at :meth:`load`;
+    the runner verifies every category it runs unless ``data.verify=false``).
     Subclasses for published datasets fix ``known_categories`` (canonical order), set
     ``masks_required`` and a download :class:`~adbench.datasets.download.Resource`.
     """
@@ -75,17 +66,36 @@ class FolderDataset(DatasetFamily):
         self.normal_dir = str(options.get("normal_dir", self.normal_dir))
         self.mask_suffix = str(options.get("mask_suffix", self.mask_suffix))
         self.verify = bool(options.get("verify", False))
+        if not self.known_categories and self.root.is_dir():
+            self.name = self.content_name()
+
+    def content_name(self) -> str:
+        """A user's tree is named by its data: ``folder-`` + 8 hex digits of the resolved path, size
+        and mtime of every image under its categories (the feature cache's file identity). Two roots,
+        or a root whose images were added, removed or changed, are then different datasets: their
+        records, run ids and leaderboard rows never replace each other's."""
+        images = [p for c in self._category_dirs() for p in c.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        return f"{self.name}-{stable_hash(sorted(file_fingerprint(p) for p in images), 8)}"
+
+    def _category_dirs(self) -> list[Path]:
+        return sorted(p for p in self.root.iterdir() if (p / "train").is_dir())
 
     def categories(self) -> list[str]:
         """The canonical categories, or (plain ``folder``) the sub-folders of root with a ``train/``."""
         if self.known_categories:
             return list(self.known_categories)
+        layout = f"<category>/train/{self.normal_dir}/ trees"
         if not self.root.is_dir():
-            raise DataError(
-                f"{self.name}: root folder {self.root} does not exist; set data.root to a folder holding "
-                f"<category>/train/{self.normal_dir}/ trees"
-            )
-        return sorted(p.name for p in self.root.iterdir() if (p / "train").is_dir())
+            raise DataError(f"{self.name}: root folder {self.root} does not exist; set data.root to a folder "
+                            f"holding {layout}")
+        found = [p.name for p in self._category_dirs()]
+        if not found:
+            hint = (f"; {self.root} is itself a category: set data.root={self.root.parent} "
+                    f"data.category={self.root.name}" if (self.root / "train").is_dir() else "")
+            raise DataError(f"{self.name}: no sub-folder of {self.root} has a train/ folder; data.root must "
+                            f"hold {layout}{hint}")
+        return found
 
     def prepare(self, category: str) -> None:
         """Make the category's files available (download or explain); called by :meth:`load`."""
@@ -95,6 +105,9 @@ class FolderDataset(DatasetFamily):
     def load(self, category: str) -> Category:
         """Walk ``<root>/<category>`` into a validated :class:`Category`."""
         available = self.categories()
+        if category not in available and not self.known_categories and (self.root / category).is_dir():
+            raise DataError(f"{self.name}: {self.root / category} has no train/ folder; put its normal "
+                            f"training images in {self.root / category / 'train' / self.normal_dir}/")
         if category not in available:
             raise unknown_category(self.name, category, available)
         self.prepare(category)
@@ -133,5 +146,5 @@ class FolderDataset(DatasetFamily):
         result = Category(self.name, category, str(cat_dir), train, test)
         result.validate()
         if self.verify:
-            verify_category(result)
+            result.verify_files()
         return result

