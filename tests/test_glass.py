@@ -201,3 +201,40 @@ def test_synthesised_images_stay_in_pixel_range_and_keep_normal_pixels(fitted):
     outside = ~F.interpolate(labels[:, None].float(), size=(32, 32), mode="nearest")[:, 0].bool()
     changed = (images - batch.images).abs().amax(dim=1) > 1e-5
     assert not (changed & outside).any()  # pixels outside every masked patch are untouched
+
+
+@pytest.mark.parametrize(("category", "resize"), [("toothbrush", 329), ("wood", 329), ("bottle", 288)])
+def test_official_preset_resizes_toothbrush_and_wood_to_329(category, resize):
+    """GLASS's datasets/mvtec.py resizes toothbrush and wood to 329, then crops 288 (train and test)."""
+    from adbench.data import ImageTransform
+    from adbench.perf import compose
+
+    cfg = compose(["method=glass", "data=mvtec", f"data.category={category}"])
+    transform = ImageTransform.from_config(cfg.method.image, category)
+    assert (transform.resize, transform.crop) == (resize, 288)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "foreground"),
+    [("paper_mvtec", "/data/mv/fg_mask"), ("paper_visa", "/data/mv/fg_mask"), ("paper_mpdd", "none")],
+)
+def test_paper_sweeps_run_glass_as_the_official_scripts(experiment, foreground):
+    """shell/run-{mvtec,visa}.sh: DTD textures and --fg 1 (fg_mask/<class>/); run-mpdd.sh: --fg 0. The
+    other methods of the sweep compose without GLASS's keys; the offline default stays builtin/auto."""
+    from adbench.perf import compose
+
+    for method in ("glass_j", "glass_m"):
+        cfg = compose([f"+experiment={experiment}", f"method={method}", "data.root=/data/mv"])
+        params = cfg.method.params
+        assert (params.texture_source, params.foreground) == ("dtd", foreground)
+    compose([f"+experiment={experiment}", "method=patchcore", "data.root=/data/mv"])
+    default = compose(["method=glass"]).method.params
+    assert (default.texture_source, default.foreground) == ("builtin", "auto")
+
+
+def test_missing_official_foreground_folder_names_it_and_the_fix(tmp_path):
+    from adbench.data import DataError, ImageTransform
+    from adbench.synthesis.foreground import foreground_from_folder
+
+    with pytest.raises(DataError, match=r"fg_mask/bottle does not exist.*foreground=auto"):
+        foreground_from_folder([], tmp_path / "fg_mask" / "bottle", ImageTransform())

@@ -120,7 +120,11 @@ def foreground_from_folder(
     Returns bool [N, S, S] with S = ``transform.crop``."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise DataError(f"foreground mask folder {folder} does not exist")
+        raise DataError(
+            f"foreground mask folder {folder} does not exist: GLASS's official runs (--fg 1) read "
+            "<dataset root>/fg_mask/<category>/ from the GLASS release; place them there (data.root must be "
+            "set), or set method.params.foreground=auto (adbench's rule) or none (the whole image)"
+        )
     masks = []
     for path in paths:
         with Image.open(path) as img:
