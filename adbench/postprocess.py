@@ -42,8 +42,11 @@ def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0, truncate: float = 4.0)
 
 def upsample(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bilinear",
              align_corners: bool | None = False) -> torch.Tensor:
-    """Resize maps [B, h, w] to [B, *size] (bilinear, align_corners=False unless told)."""
+    """Resize maps [B, h, w] to [B, *size] (bilinear, align_corners=False unless told), in float32,
+    or in float64 for float64 maps (CFlow's)."""
     if isinstance(size, int):
         size = (size, size)
     kwargs = {"align_corners": align_corners} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(maps.unsqueeze(1).float(), size=size, mode=mode, **kwargs).squeeze(1)
+    maps = maps.unsqueeze(1)
+    maps = maps if maps.dtype == torch.float64 else maps.float()
+    return F.interpolate(maps, size=size, mode=mode, **kwargs).squeeze(1)
