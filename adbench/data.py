@@ -179,10 +179,11 @@ def image_size(path: str | os.PathLike, kind: str = "image") -> tuple[int, int]:
         raise DataError(f"cannot read {kind} {path}: {err}; replace or remove the file") from err
 
 
-def load_mask(path: str | os.PathLike, size: tuple[int, int], binarize: str = "gt127") -> np.ndarray:
+def load_mask(path: str | os.PathLike, size: tuple[int, int] | None, binarize: str = "gt127") -> np.ndarray:
     """Read a ground-truth mask as a bool array of shape [H, W].
 
-    ``size`` is the (width, height) of its image; a mask of another size is an error. Masks are
+    ``size`` is the (width, height) of its image; a mask of another size is an error (None: any
+    size, for masks the caller resizes, such as GLASS's foreground masks). Masks are
     binarised before any resizing: ``gt127`` (0/255 masks) keeps samples above half their range
     (> 127 after :func:`to_uint8`, so a 16-bit mask splits at 32767), ``nonzero`` (class-id masks)
     keeps every sample that is not 0. A multi-channel mask is the maximum of its channels.
@@ -195,7 +196,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int], binarize: str = "g
         pixels = np.asarray(pixels if pixels.mode in ("L", "P") else pixels.convert("L"))
     if pixels.ndim == 3:
         pixels = pixels.max(axis=2)
-    if (pixels.shape[1], pixels.shape[0]) != tuple(size):
+    if size is not None and (pixels.shape[1], pixels.shape[0]) != tuple(size):
         raise DataError(
             f"mask {path} is {pixels.shape[1]}x{pixels.shape[0]} but its image is {size[0]}x{size[1]}; "
             "masks must have the size of their image"
@@ -267,10 +268,13 @@ class ImageTransform:
             tensor = (tensor - mean) / std
         return tensor
 
-    def mask(self, mask: np.ndarray) -> torch.Tensor:
-        """Bool mask [H, W] → bool tensor [crop, crop], resized with nearest neighbour."""
+    def mask(self, mask: np.ndarray, dilate: bool = False) -> torch.Tensor:
+        """Bool mask [H, W] → bool tensor [crop, crop], resized with nearest neighbour; with ``dilate``
+        bilinearly, keeping every pixel above 0 (GLASS's foreground masks: ``torch.ceil`` of the
+        bilinear ``transforms.Resize``), so a mask of any size lands on the crop's grid."""
         img = Image.fromarray(mask.astype(np.uint8) * 255)
-        arr = self._crop(np.asarray(self._resize_pil(img, Image.NEAREST)) > 127)
+        resized = np.asarray(self._resize_pil(img, Image.BILINEAR if dilate else Image.NEAREST))
+        arr = self._crop(resized > (0 if dilate else 127))
         return torch.from_numpy(np.ascontiguousarray(arr))
 
 

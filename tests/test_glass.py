@@ -238,3 +238,30 @@ def test_missing_official_foreground_folder_names_it_and_the_fix(tmp_path):
 
     with pytest.raises(DataError, match=r"fg_mask/bottle does not exist.*foreground=auto"):
         foreground_from_folder([], tmp_path / "fg_mask" / "bottle", ImageTransform())
+
+
+@pytest.mark.parametrize("mask_size", [(40, 30), (80, 60), (160, 120)])
+def test_foreground_masks_of_any_size_resize_as_the_official_loader(tmp_path, mask_size):
+    """GLASS's datasets/mvtec.py reads fg_mask/<class>/<file> through Resize(resize) (bilinear),
+    CenterCrop, ToTensor and torch.ceil, whatever the mask's own size: written with torchvision."""
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms
+
+    from adbench.data import ImageTransform
+    from adbench.synthesis.foreground import foreground_from_folder
+
+    image = tmp_path / "img" / "000.png"
+    image.parent.mkdir()
+    Image.new("RGB", (80, 60)).save(image)
+    rng = np.random.default_rng(0)
+    mask = np.zeros(mask_size[::-1], dtype=np.uint8)
+    mask[mask_size[1] // 4 : mask_size[1] // 2, mask_size[0] // 3 : mask_size[0] // 2] = 255
+    mask[rng.random(mask.shape) < 0.01] = 255
+    (tmp_path / "fg" / "cat").mkdir(parents=True)
+    Image.fromarray(mask).save(tmp_path / "fg" / "cat" / "000.png")
+    transform = ImageTransform(resize=40, crop=32)
+    ours = foreground_from_folder([str(image)], tmp_path / "fg" / "cat", transform)[0]
+    official = transforms.Compose([transforms.Resize(40), transforms.CenterCrop(32), transforms.ToTensor()])
+    expected = torch.ceil(official(Image.fromarray(mask))[0]) > 0
+    assert torch.equal(ours, expected)

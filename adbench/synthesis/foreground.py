@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from adbench.data import IMAGE_EXTENSIONS, DataError, ImageTransform, load_mask
 from adbench.postprocess import gaussian_blur
@@ -116,7 +115,9 @@ def foreground_from_folder(
     paths: Sequence[str], folder: str | Path, transform: ImageTransform
 ) -> torch.Tensor:
     """Read one foreground mask per training image from ``folder`` (GLASS layout: the image's file
-    name, or ``<stem>_mask``), non-zero = foreground, resized/cropped like the image.
+    name, or ``<stem>_mask``), non-zero = foreground, resized/cropped like the image whatever its own
+    size, as GLASS's datasets/mvtec.py l.186-189 does: bilinear ``transforms.Resize`` then
+    ``torch.ceil`` (every pixel touched by foreground stays foreground).
     Returns bool [N, S, S] with S = ``transform.crop``."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -125,9 +126,6 @@ def foreground_from_folder(
             "<dataset root>/fg_mask/<category>/ from the GLASS release; place them there (data.root must be "
             "set), or set method.params.foreground=auto (adbench's rule) or none (the whole image)"
         )
-    masks = []
-    for path in paths:
-        with Image.open(path) as img:
-            size = img.size
-        masks.append(transform.mask(load_mask(_find_mask(folder, path), size, binarize="nonzero")))
+    masks = [transform.mask(load_mask(_find_mask(folder, path), None, binarize="nonzero"), dilate=True)
+             for path in paths]
     return torch.stack(masks)
