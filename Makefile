@@ -11,7 +11,7 @@ FORMAT ?= markdown
 METRIC ?= image_auroc,pixel_auroc,pixel_aupro
 TABLE ?= accuracy,efficiency,deltas,draws
 
-.PHONY: install test test-cuda lint bench leaderboard perf sweep report clean
+.PHONY: install test test-fast test-cuda lint bench leaderboard perf sweep report clean
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -19,9 +19,13 @@ install:
 test:
 	$(PYTHON) -m pytest tests
 
+# the tests not marked slow (no end-to-end fits): under a minute
+test-fast:
+	$(PYTHON) -m pytest tests -m "not slow"
+
 # on a machine with a GPU: the CUDA paths (these tests skip without one), then `make perf` there
 test-cuda:
-	$(PYTHON) -m pytest tests/test_cuda.py tests/test_knn.py tests/test_prefetch.py tests/test_coreset.py \
+	$(PYTHON) -m pytest tests/test_cuda.py tests/test_methods.py tests/test_knn.py tests/test_prefetch.py tests/test_coreset.py \
 		tests/test_predict.py tests/test_cflow.py
 
 lint:

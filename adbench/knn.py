@@ -8,6 +8,8 @@ which exhausts GPU memory across classes: patchcore-inspection issue #57).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import faiss
 import numpy as np
 import torch
@@ -27,6 +29,31 @@ def _gpu_resources(device: int) -> object:
     return _GPU_RESOURCES[device]
 
 
+def query_blocks(queries: torch.Tensor, bank_rows: int, block_bytes: int) -> Iterator[torch.Tensor]:
+    """Consecutive row blocks of ``queries`` [Q, D], sized so one float32 [rows, bank_rows] block of
+    scores stays under ``block_bytes`` (at least one row)."""
+    rows = max(1, block_bytes // (4 * max(bank_rows, 1)))
+    for start in range(0, len(queries), rows):
+        yield queries[start : start + rows]
+
+
+def nearest_index(queries: torch.Tensor, bank: torch.Tensor, metric: str = "l2",
+                  block_bytes: int = 2**26) -> torch.Tensor:
+    """Index [Q] (int64) of the bank row [N, D] nearest to every query row [Q, D], in the dtype and on
+    the device of the inputs: ``"l2"`` the smallest ‖b‖² − 2 q·b (‖q‖² is constant per query),
+    ``"dot"`` the largest q·b (cosine similarity for L2-normalised rows)."""
+    if metric not in ("l2", "dot"):
+        raise ValueError(f"metric must be 'l2' or 'dot', got {metric!r}")
+    bank_sq = bank.pow(2).sum(dim=1)
+    found = []
+    for block in query_blocks(queries, len(bank), block_bytes):
+        if metric == "dot":
+            found.append((block @ bank.T).argmax(dim=1))
+        else:
+            found.append((bank_sq[None] - 2 * block @ bank.T).argmin(dim=1))
+    return torch.cat(found)
+
+
 def torch_search(
     bank: torch.Tensor, queries: torch.Tensor, k: int, block_bytes: int = SEARCH_BLOCK_BYTES
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,10 +63,9 @@ def torch_search(
     ascending; indices [Q, k] int64) on the bank's device."""
     bank = bank.float()
     bank_sq = bank.square().sum(dim=1)
-    rows = max(1, block_bytes // (4 * len(bank)))
     dists, indices = [], []
-    for start in range(0, len(queries), rows):
-        block = queries[start : start + rows].to(bank.device).float()
+    for block in query_blocks(queries, len(bank), block_bytes):
+        block = block.to(bank.device).float()
         sq = block.square().sum(dim=1, keepdim=True) - 2 * block @ bank.T + bank_sq
         values, index = torch.topk(sq.clamp_min_(0), k, dim=1, largest=False, sorted=True)
         dists.append(values)
@@ -53,8 +79,8 @@ class FlatL2Index:
     ``search(queries [Q, D], k)`` → (squared distances [Q, k], indices [Q, k]) as torch tensors
     on the device of ``queries``. ``backend`` (None = choose): ``faiss-gpu`` when ``device`` is CUDA
     and faiss was built with GPU support; ``torch`` (:func:`torch_search` on the GPU) when ``device``
-    is CUDA and faiss is the CPU build (a CPU search there costs ~60x the backbone pass: measured
-    on an H200, PatchCore toy inference 31 ms/img against a 0.5 ms/img floor); else ``faiss-cpu``.
+    is CUDA and faiss is the CPU build (a CPU search there is many times the backbone pass:
+    docs/performance.md); else ``faiss-cpu``.
     ``two-stage`` (:class:`TwoStageL2Index`, CPU, opt-in) is exact too and does less exact work where
     the bank's spectrum is concentrated.
     """

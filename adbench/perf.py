@@ -71,10 +71,6 @@ def report(name: str, values: dict[str, float | str]) -> None:
     print(f"{name:<28s} " + "  ".join(parts), flush=True)
 
 
-def peak_memory(device: torch.device) -> PeakMemory:
-    return PeakMemory(device)
-
-
 @dataclass
 class Bench:
     """One method set up on one category for a benchmark (see :func:`prepare`)."""

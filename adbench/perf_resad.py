@@ -12,7 +12,7 @@ from adbench.perf import backbone_floor_ms, compose, report
 from adbench.protocols import FewShotSettings
 from adbench.runner import (
     PeakMemory,
-    _attach_few_shot,
+    attach_few_shot,
     build_context,
     build_method,
     fit_method,
@@ -39,7 +39,7 @@ def run_method(method_name: str, extra: list[str] | None = None) -> dict[str, fl
         seed_everything(int(cfg.seed))
         method = build_method(cfg).to(device)
         ctx = build_context(cfg, method, cat, device)
-        _attach_few_shot(cfg, method, cat, ctx, {})
+        attach_few_shot(cfg, method, cat, ctx, {})
         floor = backbone_floor_ms(ctx, cat)
         with PeakMemory(device) as memory:
             fit_s = fit_method(method, ctx)
@@ -51,7 +51,7 @@ def run_method(method_name: str, extra: list[str] | None = None) -> dict[str, fl
         scores = _scores(cold)
         aurocs.append(scores["image_auroc"])
         report(f"{method_name} 4-shot toy/{cat.name}", {
-            **scores, "fit_s": fit_s, **{k: float(v) for k, v in getattr(method, "timings", {}).items()},
+            **scores, "fit_s": fit_s, **{k: float(v) for k, v in method.timings.items()},
             "backbone_floor_ms_per_img": floor,
             "infer_ms_per_img": 1000 * cold["infer_s"] / len(cat.test),
             "infer_ms_per_img_cached_feats": 1000 * warm["infer_s"] / len(cat.test),

@@ -103,6 +103,7 @@ def load_model(path: str | Path, device: str | None = None) -> SavedModel:
     if device is not None:
         config.device = device
     method = build_method(config)
+    method.build_for_state(bundle["state_dict"])
     load_fitted_state(method, bundle["state_dict"])
     method.to(resolve_device(str(config.device))).eval()
     held_out = bundle.get("held_out_scores")

@@ -1,8 +1,8 @@
 """Run a producer (anomaly synthesis) in a background thread, a few items ahead of its consumer.
 
 On a GPU, DRAEM's synthesis runs on the CPU while the device trains: done in turn, the two add up
-(DRAEM's toy preset on an H200: 48 ms of synthesis and 24 ms of training per step). GLASS does not
-use it: its synthesis and its GAS noise share one random generator.
+(measurements: docs/performance.md). GLASS does not use it: its synthesis and its GAS noise share
+one random generator.
 """
 
 from __future__ import annotations

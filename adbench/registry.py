@@ -12,7 +12,7 @@ The runner builds one with :func:`build_method`. Importing :mod:`adbench.methods
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -63,18 +63,7 @@ def get_dataset(name: str) -> type:
 
 
 def list_methods() -> list[str]:
-    return sorted(_lookup_all("method"))
+    """Names of every registered method, sorted."""
+    import adbench.methods  # noqa: F401  (fills METHODS)
 
-
-def list_datasets() -> list[str]:
-    return sorted(_lookup_all("dataset"))
-
-
-def _lookup_all(kind: str) -> dict[str, Any]:
-    if kind == "method":
-        import adbench.methods
-
-        return METHODS
-    import adbench.datasets  # noqa: F401
-
-    return DATASETS
+    return sorted(METHODS)

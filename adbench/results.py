@@ -28,11 +28,9 @@ import numpy as np
 import pandas as pd
 
 from adbench.data import DataError
+from adbench.metrics import IMAGE_KEYS, PIXEL_KEYS
 
-METRICS = (
-    "image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro", "mad",
-    "pixel_aupimo",
-)
+METRICS = (*IMAGE_KEYS, *PIXEL_KEYS, "mad", "pixel_aupimo")  # mad: mean of the seven (metrics.evaluate)
 LEADERBOARD_COLUMNS = (
     "run_id", "status", "method", "variant", "label", "dataset", "category", "protocol", "source", "shots",
     "backbone", "weights", "image_size", "eval_resolution", "seed", *METRICS, "fit_s", "infer_ms_per_img",

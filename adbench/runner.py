@@ -127,9 +127,21 @@ class PeakMemory:
             self.peak_gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
 
 
+def method_class(cfg: DictConfig) -> type[Method]:
+    """The registered class of ``cfg.method.name``; DataError when the config's ``method.normalize``
+    (kept in DRAEM's and CutPaste's YAML: it is part of their config hashes) contradicts the class's
+    declared :attr:`Method.normalize`."""
+    cls = get_method(cfg.method.name)
+    declared = cfg.method.get("normalize")
+    if declared is not None and declared != cls.normalize:
+        raise DataError(f"method.normalize={declared!r} contradicts {cls.__name__}.normalize="
+                        f"{cls.normalize!r} (the method decides its input normalisation); remove the key")
+    return cls
+
+
 def build_method(cfg: DictConfig) -> Method:
     params = OmegaConf.to_container(cfg.method.get("params") or {}, resolve=True)
-    return get_method(cfg.method.name)(**params)
+    return method_class(cfg)(**params)
 
 
 def backbone_name(cfg: DictConfig) -> str:
@@ -148,14 +160,14 @@ def build_context(cfg: DictConfig, method: Method, category: Category, device: t
     image = cfg.method.image
     features = None
     mean, std = None, None
-    if getattr(method, "uses_backbone", False) or cfg.method.get("normalize", "backbone") == "backbone":
+    if method.uses_backbone or method.normalize == "backbone":
         backbone = build_backbone(
             backbone_name(cfg), list(cfg.method.get("layers") or ["layer2", "layer3"]),
             weights=cfg.backbone.get("weights"), hub=bool(cfg.backbone.get("hub", True)),
         )
         mean, std = backbone.weights.mean, backbone.weights.std
     transform = ImageTransform.from_config(image, category.name, mean, std)
-    if getattr(method, "uses_backbone", False):
+    if method.uses_backbone:
         features = FeatureExtractor(
             backbone, transform, device, enabled=bool(cfg.cache.enabled), max_gb=float(cfg.cache.max_gb),
             cache_dir=cfg.cache.get("dir"), max_disk_gb=cfg.cache.get("max_disk_gb"),
@@ -275,7 +287,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         "run_id": f"{category.dataset}/{category.name}/{cfg.method.name}/{chash}",
         "method": cfg.method.name, "variant": cfg.method.get("variant", "default"),
         "dataset": category.dataset, "category": category.name, "protocol": cfg.protocol,
-        "backbone": backbone_name(cfg) if cfg.method.get("normalize", "backbone") == "backbone" else "none",
+        "backbone": backbone_name(cfg) if method_class(cfg).normalize == "backbone" else "none",
         "seed": int(cfg.seed), "config_hash": chash, "git_sha": git_sha(), "adbench_version": __version__,
         "torch_version": torch.__version__, "device": str(device), "n_train": len(category.train),
         "n_test": len(category.test), "image_size": f"{size.resize}->{size.crop}",
@@ -288,7 +300,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         method = build_method(cfg).to(device)
         ctx = build_context(cfg, method, category, device)
         if cfg.protocol == "few_shot":
-            _attach_few_shot(cfg, method, category, ctx, record)
+            attach_few_shot(cfg, method, category, ctx, record)
         if ctx.features is not None:
             record["weights"] = ctx.features.backbone.weights.tag
         with PeakMemory(device) as memory:
@@ -298,9 +310,9 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         record["peak_rss_mb"] = round(memory.peak_rss_mb, 1)
         record["peak_gpu_mb"] = round(memory.peak_gpu_mb, 1)
         record["n_params"] = method.n_params()
-        record.update({f"timing_{k}": round(v, 3) for k, v in getattr(method, "timings", {}).items()})
-        record.update({f"info_{k}": str(v) for k, v in getattr(method, "info", {}).items()})
-        if getattr(method, "loss_history", None):  # training loss per epoch: judge a budget without test data
+        record.update({f"timing_{k}": round(v, 3) for k, v in method.timings.items()})
+        record.update({f"info_{k}": str(v) for k, v in method.info.items()})
+        if method.loss_history:  # training loss per epoch: judge a budget without test data
             record["train_loss"] = [round(float(v), 6) for v in method.loss_history]
         if ctx.features is not None:
             record.update(ctx.features.stats.as_dict())
@@ -321,7 +333,7 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
         if cfg.get("save_model"):
             train_out = predict_category(method, ctx, ctx.category.train)
             held_out = held_out_scores(cfg, category, device, int(cfg.get("calibration_folds") or 0))
-            model = _model_bytes(method, cfg, train_out, held_out, record)
+            model = model_bytes(method, cfg, train_out, held_out, record)
             atomic_write_bytes(path.with_suffix(".model.pt"), model)
         record["status"] = "ok"
     except Exception as err:
@@ -334,11 +346,11 @@ def run_job(cfg: DictConfig, category: Category) -> dict[str, Any]:
     return record
 
 
-def _attach_few_shot(cfg: DictConfig, method: Method, category: Category, ctx: Context,
+def attach_few_shot(cfg: DictConfig, method: Method, category: Category, ctx: Context,
                      record: dict[str, Any]) -> None:
     """few_shot: the source categories for methods that train on them, and the record's protocol fields."""
     settings = protocols.FewShotSettings.from_config(cfg)
-    uses_source = bool(getattr(method, "uses_source", False))
+    uses_source = method.uses_source
     sources = category.info["few_shot"]["source_categories"]
     if uses_source:
         ctx.source = protocols.load_source(cfg, settings, sources)
@@ -386,7 +398,7 @@ def _score_summary(out: dict[str, Any]) -> dict[str, Any]:
             "map_max": maps.max(axis=1).tolist(), "map_median": np.median(maps, axis=1).tolist()}
 
 
-def _model_bytes(method: Method, cfg: DictConfig, train_out: dict[str, Any], held_out: dict[str, Any] | None,
+def model_bytes(method: Method, cfg: DictConfig, train_out: dict[str, Any], held_out: dict[str, Any] | None,
                  record: dict[str, Any]) -> bytes:
     """The fitted model file: weights, the config that built it, the run's id and backbone weights tag,
     the training images' scores under the final model (``train_scores``) and, with

@@ -101,10 +101,15 @@ class CFlow(Method):
             )
         if cond_channels % 4 != 0:
             raise ValueError(f"method.params.cond_channels={cond_channels} must be divisible by 4")
-        self.n_blocks, self.clamp, self.cond_channels = n_blocks, clamp, cond_channels
+        self.n_blocks = n_blocks
+        self.clamp = clamp
+        self.cond_channels = cond_channels
         self.permute_soft = permute_soft
-        self.fiber_batch, self.image_batch = fiber_batch, image_batch
-        self.lr, self.meta_epochs, self.sub_epochs = lr, meta_epochs, sub_epochs
+        self.fiber_batch = fiber_batch
+        self.image_batch = image_batch
+        self.lr = lr
+        self.meta_epochs = meta_epochs
+        self.sub_epochs = sub_epochs
         self.warmup_meta_epochs = warmup_meta_epochs
         self.rotation_degrees = rotation_degrees
         self.normalizer = normalizer
@@ -112,8 +117,6 @@ class CFlow(Method):
         self.decoders = nn.ModuleList()
         self.register_buffer("layer_log_prob_max", torch.empty(0))
         self.register_buffer("score_max", torch.empty(0))
-        self.timings: dict[str, float] = {}
-        self.loss_history: list[float] = []  # mean training loss per sub-epoch (all layers' fibre batches)
 
     def build(self, channels: list[int], seed: int) -> None:
         """One flow per layer; the permutations come from numpy's global RNG (FrEIA), seeded here."""
@@ -125,6 +128,10 @@ class CFlow(Method):
             for c in channels
         )
         np.random.set_state(state)
+
+    def build_for_state(self, state: dict[str, torch.Tensor]) -> None:
+        n_layers = len({key.split(".")[1] for key in state if key.startswith("decoders.")})
+        self.build([state[f"decoders.{i}.module_list.0.global_scale"].shape[1] for i in range(n_layers)], 0)
 
     def _conditions(self, feature: torch.Tensor) -> torch.Tensor:
         """Positional encodings of every position of [B, C, H, W] → [B·H·W, P] (row-major per image)."""
@@ -162,7 +169,7 @@ class CFlow(Method):
         total = self.meta_epochs * self.sub_epochs
         bar = tqdm(total=total, desc="cflow: train", disable=not ctx.progress, leave=False)
         start = time.perf_counter()
-        self.loss_history = []
+        self.loss_history = []  # mean training loss per sub-epoch (all layers' fibre batches)
         for meta_epoch in range(self.meta_epochs):
             for sub_epoch in range(self.sub_epochs):
                 losses: list[torch.Tensor] = []

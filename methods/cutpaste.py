@@ -92,7 +92,7 @@ def spread_patch_scores(scores: torch.Tensor, side: int, patch: int, stride: int
 class CutPaste(Method):
     """CutPaste with a GDE on encoder embeddings; image-level (GradCAM maps) or patch-level model."""
 
-    uses_backbone = False
+    normalize = "none"  # the encoder's own mean/std, applied in the method
 
     def __init__(
         self,
@@ -130,14 +130,22 @@ class CutPaste(Method):
         self.encoder_name = encoder
         self.steps = steps
         self.batch_clean = batch_clean
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.area_ratio, self.aspect_ratio = tuple(area_ratio), aspect_ratio
-        self.scar_width, self.scar_height = tuple(scar_width), tuple(scar_height)
-        self.scar_rotation, self.scar_reference_size = tuple(scar_rotation), scar_reference_size
-        self.jitter, self.image_jitter = jitter, image_jitter
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.area_ratio = tuple(area_ratio)
+        self.aspect_ratio = aspect_ratio
+        self.scar_width = tuple(scar_width)
+        self.scar_height = tuple(scar_height)
+        self.scar_rotation = tuple(scar_rotation)
+        self.scar_reference_size = scar_reference_size
+        self.jitter = jitter
+        self.image_jitter = image_jitter
         if patch_gde not in ("position", "shared"):
             raise ValueError(f"method.params.patch_gde={patch_gde!r}; choose 'position' or 'shared'")
-        self.patch_size, self.patch_stride, self.patch_gde = patch_size, patch_stride, patch_gde
+        self.patch_size = patch_size
+        self.patch_stride = patch_stride
+        self.patch_gde = patch_gde
         self.blur_sigma = blur_sigma
         self.embed_batch = embed_batch
         full = timm.create_model(encoder, pretrained=False)
@@ -152,8 +160,7 @@ class CutPaste(Method):
         self.register_buffer("pixel_std", torch.tensor(self.weights.std).view(1, 3, 1, 1))
         self.register_buffer("gde_mean", torch.empty(0))
         self.register_buffer("gde_precision", torch.empty(0))
-        self.timings: dict[str, float] = {}
-        self.info: dict[str, str] = {"encoder": f"{encoder} ({self.weights.tag})"}
+        self.info["encoder"] = f"{encoder} ({self.weights.tag})"
 
     # ---------------------------------------------------------------- training
     def augment(self, clean: torch.Tensor, generator: torch.Generator,

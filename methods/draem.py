@@ -120,7 +120,7 @@ def mean_filter_max(maps: torch.Tensor, size: int = 21) -> torch.Tensor:
 class Draem(Method):
     """DRAEM: reconstructive + discriminative networks trained on synthetic anomalies."""
 
-    uses_backbone = False
+    normalize = "none"  # data_loader.py: images / 255 in [0, 1]
     synthesis_in_background: bool | None = None  # None: on CUDA only (adbench.prefetch); same numbers
 
     def __init__(
@@ -147,21 +147,23 @@ class Draem(Method):
     ) -> None:
         super().__init__()
         self.precision = check_precision(precision)
-        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
-        self.lr_milestones, self.lr_gamma = tuple(lr_milestones), lr_gamma
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_milestones = tuple(lr_milestones)
+        self.lr_gamma = lr_gamma
         self.texture = (texture_source, texture_root, texture_download)
         self.synthesis_options = dict(
             beta_range=tuple(beta_range), beta_is_opacity=beta_is_opacity, p_anomaly=p_anomaly,
             p_rotate=p_rotate, perlin_threshold=perlin_threshold, n_augmentations=n_augmentations,
         )
-        self.score_filter, self.focal_gamma = score_filter, focal_gamma
+        self.score_filter = score_filter
+        self.focal_gamma = focal_gamma
         self.reconstructive = ReconstructiveSubNetwork(3, 3, recon_width)
         self.discriminative = DiscriminativeSubNetwork(6, 2, disc_width)
         self.reconstructive.apply(draem_init)
         self.discriminative.apply(draem_init)
         self.to(memory_format=torch.channels_last)  # see forward
-        self.timings: dict[str, float] = {}
-        self.info: dict[str, str] = {}
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images [B, 3, H, W] in [0, 1] → (reconstruction [B, 3, H, W], logits [B, 2, H, W]), float32.
@@ -229,7 +231,7 @@ class Draem(Method):
         batches = background(synthesised()) if overlap else synthesised()
         self.train()
         start = time.perf_counter()
-        self.loss_history: list[float] = []  # mean training loss per epoch
+        self.loss_history = []
         try:
             for _ in tqdm(range(self.epochs), desc="draem: epochs", disable=not ctx.progress, leave=False):
                 losses = [self.train_step(next(batches), optimiser) for _ in range(steps_per_epoch)]

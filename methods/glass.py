@@ -159,30 +159,36 @@ class GLASS(Method):
         super().__init__()
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"method.params.distribution={distribution!r}; use one of {DISTRIBUTIONS}")
-        self.distribution, self.epochs, self.samples_per_epoch = distribution, epochs, samples_per_epoch
-        self.patch_size, self.pretrain_dim, self.target_dim = patch_size, pretrain_dim, target_dim
-        self.lr, self.adaptor_weight_decay = lr, adaptor_weight_decay
-        self.noise_std, self.ascent_steps, self.ascent_step_size = noise_std, ascent_steps, ascent_step_size
-        self.project_every, self.manifold_radius = project_every, manifold_radius
-        self.radius_quantile, self.hard_quantile, self.focal_gamma = (
-            radius_quantile,
-            hard_quantile,
-            focal_gamma,
-        )
-        self.beta_mean, self.beta_std, self.beta_range = beta_mean, beta_std, tuple(beta_range)
+        self.distribution = distribution
+        self.epochs = epochs
+        self.samples_per_epoch = samples_per_epoch
+        self.patch_size = patch_size
+        self.pretrain_dim = pretrain_dim
+        self.target_dim = target_dim
+        self.lr = lr
+        self.adaptor_weight_decay = adaptor_weight_decay
+        self.noise_std = noise_std
+        self.ascent_steps = ascent_steps
+        self.ascent_step_size = ascent_step_size
+        self.project_every = project_every
+        self.manifold_radius = manifold_radius
+        self.radius_quantile = radius_quantile
+        self.hard_quantile = hard_quantile
+        self.focal_gamma = focal_gamma
+        self.beta_mean = beta_mean
+        self.beta_std = beta_std
+        self.beta_range = tuple(beta_range)
         self.n_augment = n_augment
-        self.texture_source, self.texture_root, self.texture_download = (
-            texture_source,
-            texture_root,
-            texture_download,
-        )
-        self.foreground, self.blur_sigma, self.feature_scale = foreground, blur_sigma, feature_scale
+        self.texture_source = texture_source
+        self.texture_root = texture_root
+        self.texture_download = texture_download
+        self.foreground = foreground
+        self.blur_sigma = blur_sigma
+        self.feature_scale = feature_scale
         self.adaptor = nn.Linear(target_dim, target_dim)
         nn.init.xavier_normal_(self.adaptor.weight)
         self.discriminator = Discriminator(target_dim, dsc_hidden)
         self.register_buffer("hypersphere", torch.tensor(False))
-        self.timings: dict[str, float] = {}
-        self.info: dict[str, str] = {}
 
     # --- features ---------------------------------------------------------------------------
 
@@ -385,7 +391,7 @@ class GLASS(Method):
         self.timings["setup_s"] = time.perf_counter() - start
         synth_s, steps, history = 0.0, 0, []
         start = time.perf_counter()
-        self.loss_history: list[float] = []  # mean training loss per epoch
+        self.loss_history = []
         for epoch in tqdm(range(self.epochs), desc="glass: epochs", disable=not ctx.progress, leave=False):
             first_step = steps
             self.adaptor.eval()

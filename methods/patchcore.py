@@ -59,8 +59,6 @@ class PatchCore(Method):
         self.knn_backend = knn_backend  # None = adbench.knn's choice; "two-stage": certified exact, CPU
         self.register_buffer("memory_bank", torch.empty(0, target_dim))
         self._index: FlatL2Index | None = None
-        self.timings: dict[str, float] = {}
-        self.info: dict[str, str] = {}
 
     def embed(self, batch: Batch, ctx: Context) -> torch.Tensor:
         """Batch → patch embeddings [B, h, w, target_dim] on ``ctx.device``."""

@@ -30,6 +30,7 @@ every target category of a run reuses it; only the reference pool changes.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections import OrderedDict
@@ -42,6 +43,8 @@ from torch import nn
 
 from adbench.data import Batch, Category, Sample, file_fingerprint, iterate_batches, stable_hash
 from adbench.flows import HALF_LOG_2PI, conditional_flow, positional_encoding_2d
+from adbench.knn import nearest_index
+from adbench.losses import focal_loss
 from adbench.method import Context, Method, Prediction
 from adbench.postprocess import gaussian_blur, upsample
 from adbench.registry import register_method
@@ -57,21 +60,10 @@ def nearest_reference(query: torch.Tensor, pool: torch.Tensor, metric: str = "l2
     L2-normalised for matching only; the un-normalised pool vector is returned, as the official code).
     """
     if metric == "cosine":
-        q, p = F.normalize(query, dim=1), F.normalize(pool, dim=1)
-    elif metric == "l2":
-        q, p = query, pool
-    else:
-        raise ValueError(f"matching must be 'l2' or 'cosine', got {metric!r}")
-    pool_sq = p.pow(2).sum(dim=1)
-    rows = max(1, 2**24 // max(pool.shape[0], 1))
-    index = []
-    for start in range(0, q.shape[0], rows):
-        block = q[start : start + rows]
-        if metric == "cosine":
-            index.append((block @ p.T).argmax(dim=1))
-        else:  # ‖q − p‖² = ‖q‖² − 2 q·p + ‖p‖²; ‖q‖² is constant per row
-            index.append((pool_sq[None] - 2 * block @ p.T).argmin(dim=1))
-    return pool[torch.cat(index)]
+        return pool[nearest_index(F.normalize(query, dim=1), F.normalize(pool, dim=1), "dot")]
+    if metric == "l2":
+        return pool[nearest_index(query, pool, "l2")]
+    raise ValueError(f"matching must be 'l2' or 'cosine', got {metric!r}")
 
 
 def residual_features(feats: torch.Tensor, pool: torch.Tensor, metric: str = "l2",
@@ -147,12 +139,6 @@ def bgspp_loss(logp: torch.Tensor, abnormal: torch.Tensor, b_n: torch.Tensor | f
     return loss
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Mean of −(1 − p_t)^γ · log p_t with p = softmax(logits [N, 2]) and class target [N] (0/1)."""
-    log_p = torch.log_softmax(logits, dim=1).gather(1, target.long()[:, None])[:, 0]
-    return (-(1 - log_p.exp()).pow(gamma) * log_p).mean()
-
-
 def flow_loss_code(logp: torch.Tensor, logp_a: torch.Tensor, abnormal: torch.Tensor,
                    b_n: torch.Tensor | float, tau: float = 0.1, lam: float = 1.0) -> torch.Tensor:
     """Official stage-2 flow loss on per-dim log-likelihoods [N] under N(0, I) (logp) and N(1, I) (logp_a):
@@ -164,7 +150,7 @@ def flow_loss_code(logp: torch.Tensor, logp_a: torch.Tensor, abnormal: torch.Ten
     normal = ~abnormal
     loss = F.softplus(-logp[normal]).mean() if normal.any() else logp.new_zeros(())
     loss = loss + F.softplus(-logp_a[abnormal]).mean()
-    loss = loss + focal_loss(torch.stack([logp, logp_a], dim=1), abnormal)
+    loss = loss + focal_loss(torch.stack([logp, logp_a], dim=1), abnormal, smooth=0.0, from_logits=True)
     inside_n = logp[normal][logp[normal] <= b_n]
     inside_a = logp[abnormal][logp[abnormal] >= b_n - tau]
     barrier = sum(F.softplus(g).mean() for g in (b_n - inside_n, inside_a - (b_n - tau)) if g.numel())
@@ -204,14 +190,31 @@ class ResAD(Method):
                                      ("scoring", scoring, ("likelihood", "code"))):
             if value not in allowed:
                 raise ValueError(f"method.params.{name}={value!r}; choose one of {allowed}")
-        self.hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__", "name", "value",
-                                                                       "allowed")}
-        self.hparams["lr_milestones"] = list(lr_milestones)
-        for key, value in self.hparams.items():
-            setattr(self, key, value)
+        self.matching = matching
+        self.residual = residual
+        self.occ_loss = occ_loss
+        self.flow_loss = flow_loss
+        self.scoring = scoring
+        self.coupling_blocks = coupling_blocks
+        self.clamp = clamp
+        self.pos_embed_dim = pos_embed_dim
+        self.permute_soft = permute_soft
+        self.train_references = train_references
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_milestones = list(lr_milestones)
+        self.lr_gamma = lr_gamma
+        self.flow_chunk = flow_chunk
+        self.bgspp_lambda = bgspp_lambda
+        self.margin_tau = margin_tau
+        self.boundary_beta = boundary_beta
+        self.boundary_momentum = boundary_momentum
+        self.normal_stage_epochs = normal_stage_epochs
+        self.blur_sigma = blur_sigma
         self.constraintor = nn.ModuleList()
         self.flows = nn.ModuleList()
-        self.timings: dict[str, float] = {}
 
     # -- model ------------------------------------------------------------------------------------
     def build(self, channels: list[int]) -> None:
@@ -233,6 +236,12 @@ class ResAD(Method):
 
     def _flatten(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+    def build_for_state(self, state: dict[str, torch.Tensor]) -> None:
+        n_levels = len({key.split(".")[1] for key in state if key.startswith("constraintor.")})
+        self.build([state[f"constraintor.{i}.0.weight"].shape[0] for i in range(n_levels)])
+        for i in range(n_levels):  # the K shots' pools, set by fit
+            self.register_buffer(f"pool_{i}", torch.empty(0))
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, ctx: Context) -> None:
@@ -267,7 +276,8 @@ class ResAD(Method):
 
     def _cache_key(self, ctx: Context) -> str:
         files = sorted(file_fingerprint(s.image_path) for c in ctx.source for s in c.train + c.test)
-        return stable_hash({"hparams": self.hparams, "backbone": ctx.features.backbone.identity(),
+        hparams = {name: getattr(self, name) for name in inspect.signature(ResAD).parameters}
+        return stable_hash({"hparams": hparams, "backbone": ctx.features.backbone.identity(),
                             "transform": ctx.transform.identity(), "seed": ctx.seed,
                             "device": str(ctx.device), "source": files})
 

@@ -61,3 +61,40 @@ def small_toy(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
     root = generate_toy(tmp_path_factory.mktemp("data") / "toy", **SMALL_TOY)
     return ["data=toy", f"data.root={root}", *(f"+data.{k}={v}" for k, v in SMALL_TOY.items())]
+
+
+# Per registered method: the overrides that make one fit of its presets take a second or two on
+# SMALL_TOY. test_methods.py runs every registered method's CPU preset (``<name>_cpu``, or the official
+# config where there is none) with ``TINY_RUN`` + its entry, and fails for a method missing here; the
+# per-method test files shrink their runs with the same entries.
+TINY_RUN = ["method.image.resize=32", "method.image.crop=32", "progress=false", "batch_size=16",
+            "cache.dir=null"]
+TINY_METHODS = {
+    "cflow": ["method.params.meta_epochs=1", "method.params.sub_epochs=1", "method.params.fiber_batch=32",
+              "method.params.image_batch=8", "method.params.n_blocks=2",
+              "method.image.resize=64", "method.image.crop=64"],  # layer4 needs more than 1 x 1
+    "cutpaste": ["method.params.steps=3", "method.params.batch_clean=4", "method.params.head_layers=[32]",
+                 "method.params.encoder=test_resnet",  # timm's 0.5 M-parameter test ResNet
+                 "method.params.encoder_weights=random"],
+    "draem": ["method.params.epochs=1", "method.params.recon_width=4", "method.params.disc_width=4"],
+    "glass": ["method.params.epochs=1", "method.params.pretrain_dim=32", "method.params.target_dim=32",
+              "method.params.dsc_hidden=16", "method.params.ascent_steps=5"],
+    "padim": [],
+    "patchcore": [],
+    "resad": ["protocol=few_shot", "source=toy", "shots=2", "method.params.epochs=1",
+              "method.params.batch_size=16", "method.params.pos_embed_dim=16",
+              "method.params.coupling_blocks=2", "method.params.permute_soft=false",
+              "method.params.flow_chunk=1024"],
+}
+
+
+def cpu_preset(name: str) -> str:
+    """The method config the contract tests run: ``<name>_cpu`` where it exists, else ``<name>``."""
+    cpu = Path(__file__).parents[1] / "conf" / "method" / f"{name}_cpu.yaml"
+    return cpu.stem if cpu.exists() else name
+
+
+@pytest.fixture(scope="session")
+def tiny_methods() -> dict[str, list[str]]:
+    """Per registered method name: overrides selecting a tiny fit of its CPU preset."""
+    return {name: [f"method={cpu_preset(name)}", *TINY_RUN, *extra] for name, extra in TINY_METHODS.items()}

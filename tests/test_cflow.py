@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from adbench.methods.cflow import CFlow, cflow_learning_rate, rotate
+from conftest import TINY_METHODS
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -23,8 +24,7 @@ from adbench.runner import build_context, build_method, load_categories, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 TINY = ["data=toy", "method.image.resize=64", "method.image.crop=64", "progress=false", "batch_size=16"]
-TINY_CFLOW = ["method=cflow_cpu", "method.params.meta_epochs=1", "method.params.sub_epochs=1",
-              "method.params.fiber_batch=32", "method.params.image_batch=8", "method.params.n_blocks=2"]
+TINY_CFLOW = ["method=cflow_cpu", *TINY_METHODS["cflow"]]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,6 @@
-"""The CUDA paths (skipped without a GPU; CI has none): every method end to end on ``device=cuda``,
+"""The CUDA paths (skipped without a GPU; CI has none): every registered method end to end on
+``device=cuda`` (its tiny CPU preset, ``TINY_METHODS`` in conftest.py; test_methods.py checks the
+contract there too),
 the feature cache's GPU memory tier against CPU features, same seed → same model on the GPU, and
 `synchronize` leaving no queued work behind a timer."""
 
@@ -6,36 +8,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_METHODS
 
 from adbench.data import iterate_batches
 from adbench.devices import resolve_device, synchronize
 from adbench.features import memory_tier
 from adbench.knn import FlatL2Index
 from adbench.perf import compose
+from adbench.registry import list_methods
 from adbench.runner import build_context, build_method, load_categories, run, seed_everything
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CUDA = torch.device("cuda")
 SMALL = ["data.category=brick", "method.image.resize=64", "method.image.crop=64", "progress=false",
          "cache.dir=null"]
-METHODS = {
-    "patchcore": ["method=patchcore"],
-    "padim": ["method=padim"],
-    "cflow": ["method=cflow_cpu", "method.params.meta_epochs=1", "method.params.sub_epochs=1",
-              "method.params.fiber_batch=32", "method.params.image_batch=8", "method.params.n_blocks=2"],
-    "glass": ["method=glass", "method.params.epochs=1", "method.params.pretrain_dim=32",
-              "method.params.target_dim=32", "method.params.dsc_hidden=16", "method.params.ascent_steps=5"],
-    "draem": ["method=draem_cpu", "method.params.epochs=1", "method.params.recon_width=4",
-              "method.params.disc_width=4"],
-    "cutpaste": ["method=cutpaste_cpu", "method.params.steps=3", "method.params.batch_clean=4",
-                 "method.params.head_layers=[32]", "method.params.encoder=test_resnet",
-                 "method.params.encoder_weights=random"],
-}
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_runs_on_cuda(name, small_toy, tmp_path):
-    (record,) = run(compose([*small_toy, *SMALL, *METHODS[name], "device=cuda", f"results_dir={tmp_path}"]))
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method_runs_on_cuda(name, tiny_methods, small_toy, tmp_path):
+    (record,) = run(compose([*small_toy, "data.category=cat", *tiny_methods[name], "device=cuda",
+                             f"results_dir={tmp_path}"]))
     assert record["status"] == "ok", record.get("traceback")
     assert record["device"].startswith("cuda") and record["peak_gpu_mb"] > 0
     assert 0.0 <= record["image_auroc"] <= 1.0 and 0.0 <= record["pixel_auroc"] <= 1.0
@@ -67,7 +59,7 @@ def test_gpu_memory_tier_serves_the_cpu_features(small_toy):
 
 def test_glass_same_seed_same_model_on_cuda(small_toy):
     """The runner's seeding and deterministic cuDNN make two GPU fits bit-identical."""
-    cfg = compose([*small_toy, *SMALL, *METHODS["glass"]])
+    cfg = compose([*small_toy, *SMALL, "method=glass", *TINY_METHODS["glass"]])
     (category,) = load_categories(cfg)
     states = []
     for _ in range(2):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 from adbench.methods.cutpaste import CutPaste, spread_patch_scores, warn_if_collapsed
+from conftest import TINY_METHODS
 from sklearn.covariance import LedoitWolf
 
 from adbench.gaussian import fit_gaussian, ledoit_wolf, mahalanobis
@@ -175,8 +176,7 @@ def test_gradcam_equals_the_gradient_weighted_feature_map():
 
 
 TINY = ["data=toy", "data.category=brick", "progress=false", "method.image.resize=32", "method.image.crop=32",
-        "method.params.steps=3", "method.params.batch_clean=4", "method.params.head_layers=[32]",
-        "method.params.encoder=test_resnet"]  # timm's 0.5 M-parameter test ResNet keeps the runs short
+        *TINY_METHODS["cutpaste"]]
 
 
 def test_cutpaste_image_level_end_to_end(toy_root, tmp_path):

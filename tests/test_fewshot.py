@@ -6,10 +6,10 @@ import pytest
 from adbench.datasets.toy import TOY_SOURCE, TOY_TARGET
 
 from adbench.data import Category, DataError, Sample
-from adbench.method import Context
+from adbench.method import Context, Method
 from adbench.perf import compose
 from adbench.protocols import FewShotSettings, apply_few_shot, draw_shots
-from adbench.runner import _attach_few_shot, config_hash, load_categories, run
+from adbench.runner import attach_few_shot, config_hash, load_categories, run
 
 TINY = ["method.image.resize=32", "method.image.crop=32", "progress=false", "batch_size=16"]
 
@@ -90,14 +90,14 @@ def test_source_reaches_only_methods_that_train_on_it(small_toy):
 
     ctx = Context(category=category, transform=None, device=None, seed=0)  # type: ignore[arg-type]
     record: dict = {}
-    _attach_few_shot(cfg, Probe(), category, ctx, record)  # type: ignore[arg-type]
+    attach_few_shot(cfg, Probe(), category, ctx, record)  # type: ignore[arg-type]
     assert [c.name for c in ctx.source] == list(TOY_SOURCE)
     assert all(any(s.label == 1 and s.mask_path for s in c.test) for c in ctx.source)
     assert record["source_test_consumed"] is True
     assert "never an evaluation of the source" in record["protocol_note"]
     plain = Context(category=category, transform=None, device=None, seed=0)  # type: ignore[arg-type]
     record = {}
-    _attach_few_shot(cfg, object(), category, plain, record)  # type: ignore[arg-type]
+    attach_few_shot(cfg, Method(), category, plain, record)
     assert plain.source == [] and record["source_test_consumed"] is False
 
 

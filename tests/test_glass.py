@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from adbench.methods.glass import GLASS, HYPERSPHERE_TABLE, spectrogram_judge
+from conftest import TINY_METHODS
 
 from adbench.data import DecodedImages
 from adbench.perf import compose
@@ -17,8 +18,7 @@ from adbench.synthesis.blend import denormalize
 
 DIM = 32
 TINY = ["method=glass", "method.image.resize=32", "method.image.crop=32", "progress=false",
-        "method.params.epochs=1", f"method.params.pretrain_dim={DIM}", f"method.params.target_dim={DIM}",
-        "method.params.dsc_hidden=16", "method.params.ascent_steps=5"]
+        *TINY_METHODS["glass"]]  # pretrain_dim = target_dim = DIM
 
 
 def small_glass(hypersphere: bool = False, **kwargs) -> GLASS:

@@ -15,14 +15,14 @@ from adbench.methods.padim import (
     default_n_features,
     mahalanobis,
 )
+from conftest import TINY_RUN
 from scipy.ndimage import gaussian_filter
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
 from adbench.perf import compose
 from adbench.runner import build_context, build_method, load_categories, run
 
-TINY = ["method=padim", "data=toy", "method.image.resize=32", "method.image.crop=32", "progress=false",
-        "batch_size=16", "cache.dir=null"]
+TINY = ["method=padim", "data=toy", *TINY_RUN]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

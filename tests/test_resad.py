@@ -12,22 +12,20 @@ from adbench.methods.resad import (
     ResAD,
     bgspp_loss,
     flow_loss_code,
-    focal_loss,
     nearest_reference,
     normal_boundary,
     occ_loss_code,
     occ_loss_paper,
     residual_features,
 )
+from conftest import TINY_METHODS, TINY_RUN
 
+from adbench.losses import focal_loss
 from adbench.method import Context
 from adbench.perf import compose
 from adbench.runner import run
 
-TINY = ["method.image.resize=32", "method.image.crop=32", "progress=false", "batch_size=16",
-        "method.params.epochs=1", "method.params.batch_size=16", "method.params.pos_embed_dim=16",
-        "method.params.coupling_blocks=2", "method.params.permute_soft=false",
-        "method.params.flow_chunk=1024"]
+TINY = [*TINY_RUN, *TINY_METHODS["resad"]]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,7 +108,7 @@ def test_focal_and_code_flow_loss_on_hand_made_input():
     p = torch.softmax(logits, dim=1)
     pt = [p[0, 0].item(), p[1, 0].item(), p[2, 1].item()]
     expected_focal = sum(-((1 - q) ** 2) * math.log(q) for q in pt) / 3
-    assert focal_loss(logits, target).item() == pytest.approx(expected_focal)
+    assert focal_loss(logits, target, smooth=0.0, from_logits=True).item() == pytest.approx(expected_focal)
 
     def softplus(v: float) -> float:
         return math.log1p(math.exp(v))
@@ -121,7 +119,7 @@ def test_focal_and_code_flow_loss_on_hand_made_input():
     b_n, tau = -0.3, 0.1
     normal_nll = (softplus(0.5) + softplus(-0.2)) / 2
     abnormal_nll = (softplus(0.5) + softplus(4.0)) / 2
-    focal = focal_loss(torch.stack([logp, logp_a], 1), abnormal).item()
+    focal = focal_loss(torch.stack([logp, logp_a], 1), abnormal, smooth=0.0, from_logits=True).item()
     barrier_n = softplus(b_n - (-0.5))  # only −0.5 ≤ b_n
     barrier_a = softplus(0.1 - (b_n - tau))  # only 0.1 ≥ b_a = −0.4
     expected = normal_nll + abnormal_nll + focal + 2.0 * (barrier_n + barrier_a)

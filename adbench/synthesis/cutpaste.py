@@ -119,15 +119,6 @@ def sample_scar_params(
     return PasteParams(cut_w, cut_h, src_x, src_y, dst_x, dst_y, box_w, box_h, angle)
 
 
-def rectangle_masks(params: PasteParams, height: int, width: int) -> torch.Tensor:
-    """Bool [B, H, W]: the source rectangles (where each patch is cut from)."""
-    ys = torch.arange(height).view(1, -1, 1)
-    xs = torch.arange(width).view(1, 1, -1)
-    inside_y = (ys >= params.src_y.view(-1, 1, 1)) & (ys < (params.src_y + params.height).view(-1, 1, 1))
-    inside_x = (xs >= params.src_x.view(-1, 1, 1)) & (xs < (params.src_x + params.width).view(-1, 1, 1))
-    return inside_y & inside_x
-
-
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
     """float [B, 3, H, W] RGB in [0, 1] → HSV, all channels in [0, 1] (hue as a fraction of the circle)."""
     r, g, b = rgb.unbind(1)
