@@ -39,10 +39,10 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from adbench import viz
 from adbench.data import IMAGE_EXTENSIONS, Category, DataError, ImageTransform, Sample
 from adbench.devices import resolve_device
 from adbench.method import Method
+from adbench.reporting import viz
 from adbench.results import atomic_write_text
 from adbench.runner import build_context, build_method, predict_category
 

@@ -48,7 +48,7 @@ __all__ = [
 
 BOOT_SEED = 0
 N_BOOT = 1000  # image-metric resamples: the default
-N_BOOT_PIXEL = 1000  # pixel-metric resamples: 100 maps of 256 x 256 take seconds (perf_stats)
+N_BOOT_PIXEL = 1000  # pixel-metric resamples: 100 maps of 256 x 256 take seconds (adbench/perf/stats.py)
 LEVEL = 0.95
 _BLOCK_ELEMENTS = 2**20  # pixel_replicates works on [rows, B] float64 arrays of at most 8 MB
 

@@ -1,23 +1,33 @@
 """Dataset families (installed as ``adbench.datasets``) and :func:`build`.
 
-Importing this package registers every family: ``folder`` (any MVTec-style tree), ``mvtec``,
-``mpdd``, ``btad``, ``visa`` and ``toy`` (generated from scikit-image's bundled pictures).
+Importing this package imports every module in it, and each family registers itself with
+``@register_dataset`` (as methods do): ``folder`` (any MVTec-style tree), ``mvtec``, ``mpdd``,
+``btad``, ``visa`` and ``toy`` (generated from scikit-image's bundled pictures). Adding a family
+takes one file here and one YAML in ``conf/data/``.
 A family without an explicit root uses ``$ADBENCH_DATA/<default_root>`` or, when the variable
 is unset, ``~/.cache/adbench/data/<default_root>``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from pathlib import Path
 
-from adbench.datasets import btad, folder, mpdd, mvtec, toy, visa  # noqa: F401  (fill the registry)
+if __name__ != "adbench.datasets":  # the repository root on sys.path makes this folder `datasets`
+    raise ImportError(f"{Path(__file__).parent} is adbench.datasets, not Hugging Face `datasets`: import "
+                      "adbench.datasets, or run outside the adbench checkout to import Hugging Face datasets")
+
 from adbench.datasets.base import DatasetFamily
 
 from adbench.data import DataError
 from adbench.registry import get_dataset
 
 __all__ = ["DatasetFamily", "build", "data_home"]
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def data_home() -> Path:

@@ -1,7 +1,7 @@
 """CFLOW-AD (Gudovskiy et al., WACV 2022), faithful to gudovskiy/cflow-ad (``train.py``,
 ``model.py``, ``config.py``, ``custom_models/utils.py``) except for the map normalisation.
 
-One conditional flow (:func:`adbench.flows.conditional_flow`: 8 × FrEIA ``AllInOneBlock``, clamp
+One conditional flow (:func:`adbench.components.flows.conditional_flow`: 8 × FrEIA ``AllInOneBlock``, clamp
 1.9, subnet Linear(in → 2·in) → ReLU → Linear) per pooled layer, conditioned on the 128-d 2-D
 sin/cos positional encoding. Training: per image batch and per layer, all B·H·W feature vectors
 ("fibres") with their encodings are shuffled and cut into fibre batches of 256; one Adam step per
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from adbench.components.flows import conditional_flow, flow_log_prob, positional_encoding_2d
+from adbench.components.postprocess import upsample
 from adbench.data import Batch
-from adbench.flows import conditional_flow, flow_log_prob, positional_encoding_2d
 from adbench.method import Context, Method, Prediction
-from adbench.postprocess import upsample
 from adbench.registry import register_method
 
 NORMALIZERS = ("train_max",)

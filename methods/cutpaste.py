@@ -36,12 +36,12 @@ from torch import nn
 from tqdm import tqdm
 
 from adbench.backbones import resolve_weights
+from adbench.components.gaussian import fit_gaussian, mahalanobis
+from adbench.components.postprocess import gaussian_blur, upsample
+from adbench.components.synthesis.cutpaste import color_jitter, cutpaste, scar
 from adbench.data import Batch
-from adbench.gaussian import fit_gaussian, mahalanobis
 from adbench.method import Context, Method, Prediction
-from adbench.postprocess import gaussian_blur, upsample
 from adbench.registry import register_method
-from adbench.synthesis.cutpaste import color_jitter, cutpaste, scar
 
 VARIANT_CLASSES = {"binary": 2, "scar": 2, "union": 2, "3way": 3}
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 draem-cutpaste-datasets.md §1).
 
 A reconstructive encoder–decoder (no skips, base width 128) learns to restore clean images from
-images with synthetic anomalies (:mod:`adbench.synthesis.draem`); a discriminative U-Net (skips,
+images with synthetic anomalies (:mod:`adbench.components.synthesis.draem`); a discriminative U-Net (skips,
 base width 64) reads [reconstruction, image] and segments the anomaly (2 logits). Loss = L2 + (1 −
 SSIM) between reconstruction and clean image + focal loss (γ 2) of the softmax map against the
 synthetic mask. One Adam (lr 1e-4) over both networks, MultiStepLR ×0.2 at 80 % and 90 % of the
@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from adbench.components.losses import focal_loss, ssim_loss
+from adbench.components.precision import autocast, check_precision
+from adbench.components.prefetch import background
+from adbench.components.synthesis.draem import DraemBatch, DraemSynthesis
+from adbench.components.synthesis.textures import build_texture_source
 from adbench.data import Batch
-from adbench.losses import focal_loss, ssim_loss
 from adbench.method import Context, Method, Prediction
-from adbench.precision import autocast, check_precision
-from adbench.prefetch import background
 from adbench.registry import register_method
-from adbench.synthesis.draem import DraemBatch, DraemSynthesis
-from adbench.synthesis.textures import build_texture_source
 
 
 def double_conv(in_channels: int, mid_channels: int, out_channels: int) -> nn.Sequential:
@@ -121,7 +121,7 @@ class Draem(Method):
     """DRAEM: reconstructive + discriminative networks trained on synthetic anomalies."""
 
     normalize = "none"  # data_loader.py: images / 255 in [0, 1]
-    synthesis_in_background: bool | None = None  # None: on CUDA only (adbench.prefetch); same numbers
+    synthesis_in_background: bool | None = None  # None: on CUDA only (components.prefetch); same numbers
 
     def __init__(
         self,
@@ -169,7 +169,7 @@ class Draem(Method):
         """images [B, 3, H, W] in [0, 1] → (reconstruction [B, 3, H, W], logits [B, 2, H, W]), float32.
 
         Runs channels-last (faster convolutions, the same maths up to round-off) and, with
-        ``precision="bf16"``, under bfloat16 autocast (:mod:`adbench.precision`)."""
+        ``precision="bf16"``, under bfloat16 autocast (:mod:`adbench.components.precision`)."""
         images = images.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, self.precision):
             reconstruction = self.reconstructive(images)

@@ -1,6 +1,6 @@
 """GLASS (Chen et al., ECCV 2024), faithful to the official code cqylunlun/GLASS.
 
-Frozen backbone, layer2 + layer3 aggregated as PatchCore (:mod:`adbench.embedding`) to 1536-d;
+Frozen backbone, layer2 + layer3 aggregated as PatchCore (:mod:`adbench.components.embedding`) to 1536-d;
 feature adaptor Linear 1536 → 1536 (Adam 1e-4, wd 1e-5); discriminator Linear 1536 → 1024,
 BatchNorm, LeakyReLU 0.2, Linear → 1 (no bias), sigmoid (AdamW 2e-4). Per epoch the per-position
 centre c [h·w, D] is the mean adapted training feature. One training step on a batch of normal
@@ -11,7 +11,7 @@ images (``glass.py::_train_discriminator``):
   truncated projection after every 5th step — manifold: ‖g − u‖ clamped to [0.5, 1.0];
   hypersphere: ‖g − c‖ clamped to [r_t, 2 r_t], r_t the 0.75-quantile of ‖v − c‖ over the normal
   features and the LAS features outside the mask → BCE(D(g), 1) of the 21st evaluation;
-* Local Anomaly Synthesis: Perlin masks (:func:`~adbench.synthesis.perlin.glass_las_masks`)
+* Local Anomaly Synthesis: Perlin masks (:func:`~adbench.components.synthesis.perlin.glass_las_masks`)
   inside the foreground, a texture with 3 of 9 augmentations blended with β ~ N(0.5, 0.1²)
   clipped to [0.2, 0.8], the backbone run live on the result; labels = 8×8 max-pooled mask;
   hypersphere: masked features projected to ‖v − c‖ ∈ [2 r_t, 4 r_t]; focal loss (γ = 2) on the
@@ -33,22 +33,27 @@ from scipy.ndimage import uniform_filter
 from torch import nn
 from tqdm import tqdm
 
-from adbench.data import Batch
-from adbench.embedding import patch_embedding
-from adbench.losses import focal_loss, hardest_mask
-from adbench.method import Context, Method, Prediction
-from adbench.postprocess import gaussian_blur, upsample
-from adbench.registry import register_method
-from adbench.synthesis.augment import GLASS_AUGMENTATIONS, random_augment
-from adbench.synthesis.blend import blend, denormalize, glass_beta, normalize
-from adbench.synthesis.foreground import (
+from adbench.components.embedding import patch_embedding
+from adbench.components.losses import focal_loss, hardest_mask
+from adbench.components.postprocess import gaussian_blur, upsample
+from adbench.components.synthesis.augment import GLASS_AUGMENTATIONS, random_augment
+from adbench.components.synthesis.blend import blend, denormalize, glass_beta, normalize
+from adbench.components.synthesis.foreground import (
     candidate_foreground,
     finalize_foreground,
     foreground_from_folder,
     has_background,
 )
-from adbench.synthesis.perlin import glass_las_masks
-from adbench.synthesis.textures import build_texture_source, center_crop, draw_indices, resize_texture
+from adbench.components.synthesis.perlin import glass_las_masks
+from adbench.components.synthesis.textures import (
+    build_texture_source,
+    center_crop,
+    draw_indices,
+    resize_texture,
+)
+from adbench.data import Batch
+from adbench.method import Context, Method, Prediction
+from adbench.registry import register_method
 
 # Official per-class choice of GLASS-j (datasets/excel/<dataset>_distribution.xlsx; spec glass-resad.md
 # §1.9): True = hypersphere, False = manifold. Classes not listed use :func:`spectrogram_judge`.
@@ -239,7 +244,8 @@ class GLASS(Method):
 
     def _foreground_masks(self, ctx: Context) -> dict[str, torch.Tensor]:
         """Foreground mask bool [S, S] per training image path: ``none`` (whole image), ``auto``
-        (:mod:`adbench.synthesis.foreground` rule) or a folder ``<foreground>/<category>/<file>``."""
+        (:mod:`adbench.components.synthesis.foreground` rule) or a folder
+        ``<foreground>/<category>/<file>``."""
         paths = [s.image_path for s in ctx.category.train]
         size = ctx.transform.crop
         if self.foreground == "none":

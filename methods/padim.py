@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from adbench.components.postprocess import gaussian_blur, upsample
 from adbench.data import Batch
 from adbench.method import Context, Method, Prediction
-from adbench.postprocess import gaussian_blur, upsample
 from adbench.registry import register_method
 
 PAPER_FEATURES = {"resnet18": 100, "wide_resnet50_2": 550}  # Rd100 / Rd550 (paper §4; spec §3.1)

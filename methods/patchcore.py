@@ -1,7 +1,7 @@
 """PatchCore (Roth et al., CVPR 2022), faithful to amazon-science/patchcore-inspection.
 
-Locally aware patch features of two middle layers (:mod:`adbench.embedding`), an approximate
-greedy coreset of the training patches (:mod:`adbench.coreset`), exact nearest-neighbour search
+Locally aware patch features of two middle layers (:mod:`adbench.components.embedding`), an approximate
+greedy coreset of the training patches (:mod:`adbench.components.coreset`), exact nearest-neighbour search
 (faiss ``IndexFlatL2``, squared L2). Patch score = mean squared distance to the k nearest bank
 entries; image score = max patch score, taken before upsampling; map = bilinear upsampling to
 the input size, then Gaussian σ = 4. The paper's re-weighting (eq. 7), which the official code
@@ -16,12 +16,12 @@ import time
 import torch
 from tqdm import tqdm
 
-from adbench.coreset import greedy_coreset
+from adbench.components.coreset import greedy_coreset
+from adbench.components.embedding import patch_embedding
+from adbench.components.knn import FlatL2Index
+from adbench.components.postprocess import gaussian_blur, upsample
 from adbench.data import Batch
-from adbench.embedding import patch_embedding
-from adbench.knn import FlatL2Index
 from adbench.method import Context, Method, Prediction
-from adbench.postprocess import gaussian_blur, upsample
 from adbench.registry import register_method
 
 
@@ -56,7 +56,7 @@ class PatchCore(Method):
         self.k = k
         self.reweight_neighbours = reweight_neighbours
         self.blur_sigma = blur_sigma
-        self.knn_backend = knn_backend  # None = adbench.knn's choice; "two-stage": certified exact, CPU
+        self.knn_backend = knn_backend  # None = components.knn's choice; "two-stage": certified exact, CPU
         self.register_buffer("memory_bank", torch.empty(0, target_dim))
         self._index: FlatL2Index | None = None
 

@@ -12,7 +12,7 @@ images; run it with ``protocol=few_shot source=<dataset> shots=K`` (:mod:`adbenc
 * **Feature Constraintor.** Conv3×3 + BN + ReLU per level, trained with the abnormal-invariant
   OCC loss (paper: pseudo-Huber pull of normal positions + ‖x' − x‖ for abnormal ones; code:
   log-barrier shell, MSE + cosine invariance, push-out barrier).
-* **Feature Distribution Estimator.** One conditional flow per level (:mod:`adbench.flows`,
+* **Feature Distribution Estimator.** One conditional flow per level (:mod:`adbench.components.flows`,
   positional-encoding condition) on the *detached* constrained features, NLL + BGAD's
   boundary-guided semi-push-pull loss (τ = 0.1; code variant: log-sigmoid NLL, anomaly Gaussian
   N(1, I), focal loss, log-barrier BG-SPP with an EMA boundary). Every level gets its training
@@ -41,12 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adbench.components.flows import HALF_LOG_2PI, conditional_flow, positional_encoding_2d
+from adbench.components.knn import nearest_index
+from adbench.components.losses import focal_loss
+from adbench.components.postprocess import gaussian_blur, upsample
 from adbench.data import Batch, Category, Sample, file_fingerprint, iterate_batches, stable_hash
-from adbench.flows import HALF_LOG_2PI, conditional_flow, positional_encoding_2d
-from adbench.knn import nearest_index
-from adbench.losses import focal_loss
 from adbench.method import Context, Method, Prediction
-from adbench.postprocess import gaussian_blur, upsample
 from adbench.registry import register_method
 
 _TRAINED: OrderedDict[str, dict] = OrderedDict()  # cache key → {"state": ..., "train_s": ...}

@@ -14,6 +14,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 torch.set_num_threads(2)
 
 
+END_TO_END_FIXTURES = {"toy_root", "small_toy"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on a generated toy set run fits end to end: they are ``slow`` (``make test-fast`` skips them)."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _no_network():
     """Fail loudly if any code path tries to reach the network while tests run."""

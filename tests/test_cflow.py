@@ -15,11 +15,11 @@ from conftest import TINY_METHODS
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from adbench.components.flows import conditional_flow, flow_log_prob, positional_encoding_2d, random_rotation
+from adbench.config import compose
 from adbench.data import iterate_batches
 from adbench.devices import resolve_device
 from adbench.features import memory_tier
-from adbench.flows import conditional_flow, flow_log_prob, positional_encoding_2d, random_rotation
-from adbench.perf import compose
 from adbench.runner import build_context, build_method, load_categories, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"

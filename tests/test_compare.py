@@ -19,9 +19,11 @@ import pytest
 from PIL import Image
 from scipy import stats as sps
 
-from adbench import results, stats, viz
-from adbench.compare import cd_groups, delong_test, friedman, nemenyi_cd, paired_bootstrap
-from adbench.leaderboard import (
+from adbench import results, stats
+from adbench.metrics import auroc
+from adbench.reporting import viz
+from adbench.reporting.compare import cd_groups, delong_test, friedman, nemenyi_cd, paired_bootstrap
+from adbench.reporting.leaderboard import (
     ComparisonError,
     RunArrays,
     accuracy_tables,
@@ -31,7 +33,6 @@ from adbench.leaderboard import (
     render,
     split_pair,
 )
-from adbench.metrics import auroc
 
 # pROC's aSAH data (Turck et al. 2010; 113 patients, 41 with a poor outcome), as distributed with
 # pROC: outcome (1 = Poor), WFNS grade and S100B in hundredths, in the data set's row order.

@@ -1,4 +1,4 @@
-"""Tests of adbench.coreset against a literal, slow float64 reference of PatchCore's greedy coreset."""
+"""adbench.components.coreset against a literal, slow float64 reference of PatchCore's greedy coreset."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from adbench import coreset
-from adbench.coreset import greedy_coreset, greedy_coreset_with_stats, project
+from adbench.components import coreset
+from adbench.components.coreset import greedy_coreset, greedy_coreset_with_stats, project
 
 
 def brute_force_greedy_coreset(

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import TINY_METHODS
 
+from adbench.components.knn import FlatL2Index
+from adbench.config import compose
 from adbench.data import iterate_batches
 from adbench.devices import resolve_device, synchronize
 from adbench.features import memory_tier
-from adbench.knn import FlatL2Index
-from adbench.perf import compose
 from adbench.registry import list_methods
 from adbench.runner import build_context, build_method, load_categories, run, seed_everything
 

@@ -13,10 +13,8 @@ from adbench.methods.cutpaste import CutPaste, spread_patch_scores, warn_if_coll
 from conftest import TINY_METHODS
 from sklearn.covariance import LedoitWolf
 
-from adbench.gaussian import fit_gaussian, ledoit_wolf, mahalanobis
-from adbench.perf import compose
-from adbench.runner import run
-from adbench.synthesis.cutpaste import (
+from adbench.components.gaussian import fit_gaussian, ledoit_wolf, mahalanobis
+from adbench.components.synthesis.cutpaste import (
     color_jitter,
     cutpaste,
     hsv_to_rgb,
@@ -27,6 +25,8 @@ from adbench.synthesis.cutpaste import (
     sample_scar_params,
     scar,
 )
+from adbench.config import compose
+from adbench.runner import run
 
 
 @pytest.mark.parametrize("side", [64, 256])

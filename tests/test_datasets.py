@@ -36,8 +36,8 @@ from adbench.datasets.visa import VisADataset
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from adbench.config import compose
 from adbench.data import DataError, load_image, load_mask
-from adbench.perf import compose
 
 TOY_OPTIONS = {"image_size": 64, "n_train": 3, "n_test_good": 2, "n_test_defect": 4}
 

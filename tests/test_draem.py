@@ -16,11 +16,11 @@ from adbench.methods.draem import (
     mean_filter_max,
 )
 
+from adbench.components.losses import ssim, ssim_loss
+from adbench.components.synthesis.draem import DraemSynthesis
+from adbench.config import compose
 from adbench.data import ImageTransform, iterate_batches
-from adbench.losses import ssim, ssim_loss
-from adbench.perf import compose
 from adbench.runner import run
-from adbench.synthesis.draem import DraemSynthesis
 
 
 def literal_ssim(
@@ -147,7 +147,7 @@ def test_synthesis_rules(opacity, low, high):
 
 
 def test_synthesis_is_deterministic_per_seed():
-    from adbench.synthesis.textures import BuiltinTextures
+    from adbench.components.synthesis.textures import BuiltinTextures
 
     synth = DraemSynthesis(BuiltinTextures())
     clean = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))

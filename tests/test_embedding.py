@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from adbench.embedding import patch_embedding
+from adbench.components.embedding import patch_embedding
 
 
 def official_literal(features, patch_size=3, pretrain_dim=1024, target_dim=1024):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from adbench.datasets.toy import TOY_SOURCE, TOY_TARGET
 
+from adbench.config import compose
 from adbench.data import Category, DataError, Sample
 from adbench.method import Context, Method
-from adbench.perf import compose
 from adbench.protocols import FewShotSettings, apply_few_shot, draw_shots
 from adbench.runner import attach_few_shot, config_hash, load_categories, run
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from adbench.methods.glass import GLASS, HYPERSPHERE_TABLE, spectrogram_judge
 from conftest import TINY_METHODS
 
+from adbench.components.synthesis.blend import denormalize
+from adbench.config import compose
 from adbench.data import DecodedImages
-from adbench.perf import compose
 from adbench.runner import build_context, build_method, load_categories, run
-from adbench.synthesis.blend import denormalize
 
 DIM = 32
 TINY = ["method=glass", "method.image.resize=32", "method.image.crop=32", "progress=false",
@@ -112,7 +112,7 @@ def test_center_is_the_per_position_mean_of_adapted_features():
     assert grid == (8, 8) and emb.shape == (4 * 64, DIM)
     per_image = emb.reshape(4, 64, DIM)
     # position p of image i is row i·64 + p: the grid is row-major per image
-    from adbench.embedding import patch_embedding
+    from adbench.components.embedding import patch_embedding
 
     ref = patch_embedding(feats, 3, DIM, DIM)  # [4, D, 8, 8]
     torch.testing.assert_close(per_image[2, 8 * 3 + 5], ref[2, :, 3, 5])
@@ -206,8 +206,8 @@ def test_synthesised_images_stay_in_pixel_range_and_keep_normal_pixels(fitted):
 @pytest.mark.parametrize(("category", "resize"), [("toothbrush", 329), ("wood", 329), ("bottle", 288)])
 def test_official_preset_resizes_toothbrush_and_wood_to_329(category, resize):
     """GLASS's datasets/mvtec.py resizes toothbrush and wood to 329, then crops 288 (train and test)."""
+    from adbench.config import compose
     from adbench.data import ImageTransform
-    from adbench.perf import compose
 
     cfg = compose(["method=glass", "data=mvtec", f"data.category={category}"])
     transform = ImageTransform.from_config(cfg.method.image, category)
@@ -221,7 +221,7 @@ def test_official_preset_resizes_toothbrush_and_wood_to_329(category, resize):
 def test_paper_sweeps_run_glass_as_the_official_scripts(experiment, foreground):
     """shell/run-{mvtec,visa}.sh: DTD textures and --fg 1 (fg_mask/<class>/); run-mpdd.sh: --fg 0. The
     other methods of the sweep compose without GLASS's keys; the offline default stays builtin/auto."""
-    from adbench.perf import compose
+    from adbench.config import compose
 
     for method in ("glass_j", "glass_m"):
         cfg = compose([f"+experiment={experiment}", f"method={method}", "data.root=/data/mv"])
@@ -233,8 +233,8 @@ def test_paper_sweeps_run_glass_as_the_official_scripts(experiment, foreground):
 
 
 def test_missing_official_foreground_folder_names_it_and_the_fix(tmp_path):
+    from adbench.components.synthesis.foreground import foreground_from_folder
     from adbench.data import DataError, ImageTransform
-    from adbench.synthesis.foreground import foreground_from_folder
 
     with pytest.raises(DataError, match=r"fg_mask/bottle does not exist.*foreground=auto"):
         foreground_from_folder([], tmp_path / "fg_mask" / "bottle", ImageTransform())
@@ -248,8 +248,8 @@ def test_foreground_masks_of_any_size_resize_as_the_official_loader(tmp_path, ma
     from PIL import Image
     from torchvision import transforms
 
+    from adbench.components.synthesis.foreground import foreground_from_folder
     from adbench.data import ImageTransform
-    from adbench.synthesis.foreground import foreground_from_folder
 
     image = tmp_path / "img" / "000.png"
     image.parent.mkdir()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from adbench.knn import FlatL2Index, torch_search
+from adbench.components.knn import FlatL2Index, torch_search
 
 
 def data(seed: int = 0, n: int = 500, q: int = 300, d: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +61,7 @@ def clustered(seed: int, n: int = 800, q: int = 400, d: int = 96) -> tuple[torch
 def test_two_stage_search_is_exact(make, rank, k):
     """Same neighbours as the exhaustive float64 literal (up to exact ties) and distances to 1e-5,
     whatever stage settles a query; every query is counted once."""
-    from adbench.knn import TwoStageL2Index
+    from adbench.components.knn import TwoStageL2Index
 
     bank, queries = make(3)
     index = TwoStageL2Index(bank, rank=rank, candidates=4, wide=16)
@@ -79,7 +79,7 @@ def test_two_stage_search_is_exact(make, rank, k):
 
 def test_two_stage_bound_never_exceeds_the_distance():
     """The reduced vectors' distance is a lower bound of the true squared distance."""
-    from adbench.knn import TwoStageL2Index
+    from adbench.components.knn import TwoStageL2Index
 
     bank, queries = clustered(4)
     index = TwoStageL2Index(bank, rank=6)

@@ -18,9 +18,9 @@ import torch
 from conftest import TINY_METHODS
 
 from adbench import predict
+from adbench.config import compose
 from adbench.data import Category, DataError
 from adbench.method import Method
-from adbench.perf import compose
 from adbench.registry import list_methods
 from adbench.runner import (
     attach_few_shot,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +20,15 @@ def test_every_config_file_is_package_data():
         assert any(fnmatch.fnmatch(rel, p) and rel.count("/") == p.count("/") for p in patterns), rel
     packages = cfg["options"]["packages"].split()
     assert {"adbench", "adbench.methods", "adbench.datasets", "adbench.conf"} <= set(packages)
+    # every sub-package of adbench/ is installed by a non-editable install too
+    inner = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "adbench").rglob("__init__.py")}
+    assert inner <= set(packages), sorted(inner - set(packages))
+
+
+def test_the_datasets_folder_never_passes_for_hugging_face_datasets():
+    """From the repository root the top-level datasets/ folder is importable as ``datasets``; it refuses."""
+    run = subprocess.run([sys.executable, "-c", "import datasets"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode != 0 and "is adbench.datasets, not Hugging Face `datasets`" in run.stderr
 
 
 def test_ci_runs_the_readme_setup_commands():

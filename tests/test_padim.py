@@ -19,7 +19,7 @@ from conftest import TINY_RUN
 from scipy.ndimage import gaussian_filter
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
-from adbench.perf import compose
+from adbench.config import compose
 from adbench.runner import build_context, build_method, load_categories, run
 
 TINY = ["method=padim", "data=toy", *TINY_RUN]

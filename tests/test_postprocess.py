@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from adbench.postprocess import gaussian_blur, upsample
+from adbench.components.postprocess import gaussian_blur, upsample
 
 
 def test_gaussian_blur_equals_scipy():

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from adbench import predict
-from adbench.perf import compose
+from adbench.config import compose
 from adbench.runner import run
 
 

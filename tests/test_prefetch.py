@@ -1,4 +1,4 @@
-"""Background synthesis (adbench.prefetch): same items in the same order, errors surface, early
+"""Background synthesis (adbench.components.prefetch): same items in the same order, errors surface, early
 close stops the producer, and DRAEM trains the same model with synthesis in a thread."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from adbench.perf import compose
-from adbench.prefetch import background
+from adbench.components.prefetch import background
+from adbench.config import compose
 from adbench.runner import build_context, build_method, load_categories, seed_everything
 
 

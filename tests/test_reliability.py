@@ -24,8 +24,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from adbench.config import compose
 from adbench.data import DataError, load_image, load_mask
-from adbench.perf import compose
 from adbench.results import read_record, rebuild_leaderboard
 from adbench.runner import run
 
@@ -307,7 +307,7 @@ def test_built_in_datasets_keep_their_names_and_config_hashes(tmp_path):
 
 @pytest.mark.parametrize("damage", ["corrupt-test-image", "mask-size", "one-class", "corrupt-train-image"])
 def test_bad_test_set_fails_before_any_fit(tmp_path, monkeypatch, damage):
-    import adbench.runner as runner
+    import adbench.runner.job as runner
 
     root, results = parts_tree(tmp_path / "parts"), tmp_path / "results"
     cat = root / "part"
@@ -433,7 +433,7 @@ def test_user_mistake_on_the_real_command_line(tmp_path):
 
 
 def test_garbage_leaderboard_gives_a_clear_error(tmp_path, capsys):
-    from adbench.leaderboard import main
+    from adbench.reporting.leaderboard import main
 
     for garbage in (b"hello,world\n1,2\n", b"", bytes(range(256))):
         (tmp_path / "leaderboard.csv").write_bytes(garbage)

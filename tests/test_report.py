@@ -15,8 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from adbench import published, results, viz
-from adbench.leaderboard import (
+from adbench import results
+from adbench.metrics import auroc
+from adbench.reporting import published, viz
+from adbench.reporting.leaderboard import (
     TABLES,
     accuracy_tables,
     draw_pivot,
@@ -26,8 +28,7 @@ from adbench.leaderboard import (
     render,
     write_all,
 )
-from adbench.metrics import auroc
-from adbench.report import cd_figures, make_report
+from adbench.reporting.report import cd_figures, make_report
 
 GOLDEN = Path(__file__).parent / "golden"
 MVTEC = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
@@ -280,7 +281,7 @@ def test_roc_points_give_the_metrics_auroc():
 
 
 def test_report_on_toy_runs(toy_root, tmp_path):
-    from adbench.perf import compose
+    from adbench.config import compose
     from adbench.runner import run
 
     threads = torch.get_num_threads()

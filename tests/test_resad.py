@@ -20,9 +20,9 @@ from adbench.methods.resad import (
 )
 from conftest import TINY_METHODS, TINY_RUN
 
-from adbench.losses import focal_loss
+from adbench.components.losses import focal_loss
+from adbench.config import compose
 from adbench.method import Context
-from adbench.perf import compose
 from adbench.runner import run
 
 TINY = [*TINY_RUN, *TINY_METHODS["resad"]]

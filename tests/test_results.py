@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from adbench import results
-from adbench.leaderboard import accuracy_tables, pivot
+from adbench.reporting.leaderboard import accuracy_tables, pivot
 
 
 def _record(i: int, method: str = "patchcore", value: float = 0.9) -> dict:

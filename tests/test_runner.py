@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adbench.knn import faiss_has_gpu
-from adbench.leaderboard import main as leaderboard_main
-from adbench.perf import compose
+from adbench.components.knn import faiss_has_gpu
+from adbench.config import compose
+from adbench.reporting.leaderboard import main as leaderboard_main
 from adbench.results import LEADERBOARD_COLUMNS
 from adbench.runner import config_hash, git_sha, run
 

@@ -1,4 +1,5 @@
-"""adbench.synthesis (Perlin masks, textures, augmentations, blending, foreground) and adbench.losses."""
+"""adbench.components.synthesis (Perlin masks, textures, augmentations, blending, foreground) and
+adbench.components.losses."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from adbench.data import DataError, ImageTransform
-from adbench.losses import focal_loss, hardest_mask
-from adbench.synthesis.augment import (
+from adbench.components.losses import focal_loss, hardest_mask
+from adbench.components.synthesis.augment import (
     DRAEM_AUGMENTATIONS,
     GLASS_AUGMENTATIONS,
     apply_ops,
@@ -21,10 +21,20 @@ from adbench.synthesis.augment import (
     random_augment,
     rgb_to_hsv,
 )
-from adbench.synthesis.blend import blend, denormalize, glass_beta, normalize, uniform_beta
-from adbench.synthesis.foreground import estimate_foreground, foreground_from_folder, otsu_threshold
-from adbench.synthesis.perlin import combine_masks, glass_las_masks, perlin_masks, perlin_noise, rotate
-from adbench.synthesis.textures import (
+from adbench.components.synthesis.blend import blend, denormalize, glass_beta, normalize, uniform_beta
+from adbench.components.synthesis.foreground import (
+    estimate_foreground,
+    foreground_from_folder,
+    otsu_threshold,
+)
+from adbench.components.synthesis.perlin import (
+    combine_masks,
+    glass_las_masks,
+    perlin_masks,
+    perlin_noise,
+    rotate,
+)
+from adbench.components.synthesis.textures import (
     BuiltinTextures,
     FolderTextures,
     build_texture_source,
@@ -32,6 +42,7 @@ from adbench.synthesis.textures import (
     draw_indices,
     resize_texture,
 )
+from adbench.data import DataError, ImageTransform
 
 
 def rand_perlin_2d_np(shape, res, angles):

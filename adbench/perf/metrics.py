@@ -1,4 +1,4 @@
-"""Benchmark of :mod:`adbench.metrics` on one core: ``python -m adbench.perf_metrics``.
+"""Benchmark of :mod:`adbench.metrics` on one core: ``python -m adbench.perf.metrics``.
 
 Times :func:`adbench.metrics.aupro` and the full :func:`adbench.metrics.evaluate` (image and pixel
 metrics) on random anomaly maps [N, S, S] with rectangular defects in half of the images, with
@@ -33,6 +33,7 @@ from adbench.metrics import (
     evaluate,
     pro_curve,
 )
+from adbench.perf import benchmark
 
 # anomalib's AUPRO on 100 float32 maps of 256 x 256, one core: quoted from issue 26 (measured by an
 # earlier session on this kind of machine), not re-measured; anomalib is no dependency.
@@ -92,6 +93,7 @@ def best_time(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     return min(times), float(np.median(times))
 
 
+@benchmark("metrics")
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the options, run the timings and print one line per (dtype, measurement)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

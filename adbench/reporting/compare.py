@@ -7,7 +7,7 @@
   AUROCs on the same images, computed with the mid-rank algorithm of Sun & Xu (2014).
 * :func:`friedman` and :func:`nemenyi_cd`: the Friedman test over blocks (categories) with the
   Iman-Davenport F, and the Nemenyi critical difference of average ranks (Demšar, JMLR 7 (2006)
-  1-30), drawn by :func:`adbench.viz.cd_diagram`; :func:`cd_groups` lists the groups it joins.
+  1-30), drawn by :func:`adbench.reporting.viz.cd_diagram`; :func:`cd_groups` lists the groups it joins.
 
 Metric values are fractions in [0, 1]; higher is better unless a function says otherwise.
 """

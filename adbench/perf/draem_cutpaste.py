@@ -14,13 +14,14 @@ from collections.abc import Callable
 import torch
 from omegaconf import OmegaConf
 
+from adbench.components.synthesis.cutpaste import cutpaste, scar
+from adbench.components.synthesis.draem import DraemSynthesis
+from adbench.components.synthesis.textures import BuiltinTextures
+from adbench.config import compose
 from adbench.devices import synchronize
 from adbench.methods.cutpaste import CutPaste
 from adbench.methods.draem import Draem
-from adbench.perf import compose, report, timed
-from adbench.synthesis.cutpaste import cutpaste, scar
-from adbench.synthesis.draem import DraemSynthesis
-from adbench.synthesis.textures import BuiltinTextures
+from adbench.perf import benchmark, report, timed
 
 
 def augmentation_throughput(device: torch.device, side: int = 256) -> None:
@@ -99,12 +100,13 @@ def draem_step(name: str, device: torch.device, **overrides: object) -> None:
     })
 
 
+@benchmark("draem_cutpaste")
 def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     augmentation_throughput(device)
     cutpaste_step("cutpaste_cpu", device)
     cutpaste_step("cutpaste_patch_cpu", device)
-    for precision in ("fp32", "bf16"):  # bf16 pays off only on CPUs with bf16 units (adbench.precision)
+    for precision in ("fp32", "bf16"):  # bf16 pays only on CPUs with bf16 units (components.precision)
         draem_step("draem_cpu", device, precision=precision)
     if device.type == "cuda":
         cutpaste_step("cutpaste", device)

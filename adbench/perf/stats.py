@@ -1,8 +1,8 @@
-"""Benchmark of :mod:`adbench.stats` on one core: ``python -m adbench.perf_stats``.
+"""Benchmark of :mod:`adbench.stats` on one core: ``python -m adbench.perf.stats``.
 
 Times the bootstrap intervals (resample weights, replicates, percentile intervals) of the image
 metrics for ``--images`` binormal test scores, and of all metrics for ``--n`` random anomaly maps
-of ``--size`` pixels a side (:func:`adbench.perf_metrics.make_inputs`: defects in half the images),
+of ``--size`` pixels a side (:func:`adbench.perf.metrics.make_inputs`: defects in half the images),
 with the BLAS/OpenMP thread pools limited to one thread. For scale it also times one
 :func:`adbench.metrics.evaluate` of the maps, the cost of one literal resample. Prints seconds;
 it is a benchmark, not a test.
@@ -18,7 +18,8 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from adbench.metrics import evaluate
-from adbench.perf_metrics import best_time, make_inputs
+from adbench.perf import benchmark
+from adbench.perf.metrics import best_time, make_inputs
 from adbench.stats import N_BOOT, N_BOOT_PIXEL, bootstrap
 
 
@@ -34,6 +35,7 @@ def show(name: str, seconds: tuple[float, float]) -> None:
     print(f"{name:44s} {seconds[0]:7.3f} s  (median {seconds[1]:.3f} s)", flush=True)
 
 
+@benchmark("stats")
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the options, run the timings and print one line per measurement."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

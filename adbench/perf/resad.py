@@ -5,10 +5,11 @@ Takes minutes on a CPU (the source model is trained once; every target reuses it
 
 from __future__ import annotations
 
+from adbench.config import compose
 from adbench.datasets.toy import TOY_TARGET
 from adbench.devices import resolve_device
 from adbench.metrics import evaluate
-from adbench.perf import backbone_floor_ms, compose, report
+from adbench.perf import backbone_floor_ms, benchmark, report
 from adbench.protocols import FewShotSettings
 from adbench.runner import (
     PeakMemory,
@@ -62,6 +63,7 @@ def run_method(method_name: str, extra: list[str] | None = None) -> dict[str, fl
     return {"image_auroc": mean}
 
 
+@benchmark("resad")
 def main() -> None:
     settings = FewShotSettings.from_config(compose(FEW_SHOT))
     print(f"few_shot: source={settings.source} shots={settings.shots} shot_seed={settings.shot_seed}",

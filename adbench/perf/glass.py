@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import tempfile
 
-from adbench.perf import fit_and_predict, prepare, report
+from adbench.perf import benchmark, fit_and_predict, prepare, report
 from adbench.runner import predict_category
 
 
+@benchmark("glass")
 def main(category: str = "brick", method: str = "glass_cpu") -> None:
     cache_dir = tempfile.mkdtemp(prefix="adbench-perf-cache-")  # a cold disk tier
     bench = prepare(method, ["method.params.epochs=1", f"cache.dir={cache_dir}"], category)

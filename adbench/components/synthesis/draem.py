@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from adbench.synthesis.augment import DRAEM_AUGMENTATIONS, random_augment
-from adbench.synthesis.blend import blend, uniform_beta
-from adbench.synthesis.perlin import perlin_masks, rotate
-from adbench.synthesis.textures import TextureSource, draw_indices, resize_texture
+from adbench.components.synthesis.augment import DRAEM_AUGMENTATIONS, random_augment
+from adbench.components.synthesis.blend import blend, uniform_beta
+from adbench.components.synthesis.perlin import perlin_masks, rotate
+from adbench.components.synthesis.textures import TextureSource, draw_indices, resize_texture
 
 
 @dataclass

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tempfile
 
-from adbench.perf import fit_and_predict, prepare, report
+from adbench.perf import benchmark, fit_and_predict, prepare, report
 from adbench.runner import predict_category
 
 
+@benchmark("patchcore")
 def main(category: str = "brick") -> None:
     cache_dir = tempfile.mkdtemp(prefix="adbench-perf-cache-")  # a cold disk tier
     bench = prepare("patchcore", [f"cache.dir={cache_dir}"], category)

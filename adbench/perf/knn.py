@@ -7,9 +7,9 @@ import tempfile
 
 import torch
 
+from adbench.components.knn import FlatL2Index, TwoStageL2Index
 from adbench.data import iterate_batches
-from adbench.knn import FlatL2Index, TwoStageL2Index
-from adbench.perf import prepare, report, timed
+from adbench.perf import benchmark, prepare, report, timed
 
 
 def compare(category: str) -> None:
@@ -40,6 +40,7 @@ def compare(category: str) -> None:
         })
 
 
+@benchmark("knn")
 def main(categories: tuple[str, ...] = ("brick", "grass")) -> None:
     for category in categories:
         compare(category)

@@ -166,8 +166,8 @@ def cd_diagram(avg_ranks: dict[str, float], cd: float, path: str | os.PathLike, 
     The average ranks (1 = best; k methods) lie on an axis from k (left) to 1 (right); each method is
     named at the side nearer its rank with its rank in brackets, one line per method so labels never
     overlap; the CD bar shows the critical difference ``cd``; thick bars join the groups of methods
-    whose ranks differ by less than the CD (:func:`adbench.compare.cd_groups`)."""
-    from adbench.compare import cd_groups
+    whose ranks differ by less than the CD (:func:`adbench.reporting.compare.cd_groups`)."""
+    from adbench.reporting.compare import cd_groups
 
     names = sorted(avg_ranks, key=lambda name: (avg_ranks[name], name))
     k = len(names)

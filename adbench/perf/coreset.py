@@ -1,11 +1,11 @@
-"""Benchmark of :mod:`adbench.coreset` (prints numbers; not a test).
+"""Benchmark of :mod:`adbench.components.coreset` (prints numbers; not a test).
 
-``python -m adbench.perf_coreset`` times the greedy coreset of 100k x 1024 synthetic patch features at
+``python -m adbench.perf.coreset`` times the greedy coreset of 100k x 1024 synthetic patch features at
 10% and 1% on two data sets: ``clustered`` (a mixture of low-rank clusters of uneven size, like patch
 features of one product category) and ``gaussian`` (i.i.d. noise: no structure, the worst case for
 pruning). The naive loop (one [N, 128] matrix-vector product per selection) is timed on a few hundred
 steps and extrapolated. Per run it prints seconds, steps/s, the speed-up, the work counters of
-:class:`adbench.coreset.CoresetStats`, the process's peak RSS (getrusage) and how far the RSS grew
+:class:`adbench.components.coreset.CoresetStats`, the process's peak RSS (getrusage) and how far the RSS grew
 above its level before the run (sampled every 10 ms).
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
-from adbench.coreset import greedy_coreset_with_stats, project
+from adbench.components.coreset import greedy_coreset_with_stats, project
 from adbench.devices import synchronize
-from adbench.perf import report
+from adbench.perf import benchmark, report
 from adbench.runner import PeakMemory
 
 
@@ -65,6 +65,7 @@ def naive_seconds_per_step(features: torch.Tensor, steps: int, seed: int = 0) ->
     return best
 
 
+@benchmark("coreset")
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse ``argv`` (none: the defaults), run the benchmark and print one line per run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from adbench.components.postprocess import gaussian_blur
 from adbench.data import IMAGE_EXTENSIONS, DataError, ImageTransform, load_mask
-from adbench.postprocess import gaussian_blur
 
 BORDER_FOREGROUND_MAX = 0.10
 AREA_RANGE = (0.02, 0.90)

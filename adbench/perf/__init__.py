@@ -1,7 +1,8 @@
 """``make perf``: benchmarks that print numbers (never a test).
 
-Runs every ``adbench.perf_<name>`` module's ``main()`` in turn; ``python -m adbench.perf
-patchcore coreset`` runs only those. Shared helpers for the sections live here.
+Each module of this package registers its section with ``@benchmark("<name>")`` on its ``main``;
+``python -m adbench.perf`` runs every registered section in name order, ``python -m adbench.perf
+patchcore coreset`` only those. Shared helpers for the sections live here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-import adbench
+from adbench.config import compose
 from adbench.data import Category, iterate_batches
 from adbench.devices import resolve_device, synchronize
 from adbench.method import Context, Method
@@ -29,15 +30,6 @@ from adbench.runner import (
     load_categories,
     predict_category,
 )
-
-
-def compose(overrides: list[str]) -> DictConfig:
-    """The Hydra config of ``python -m adbench <overrides>``, without running it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    with initialize_config_module(config_module="adbench.conf", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> float:
@@ -104,23 +96,36 @@ def fit_and_predict(bench: Bench) -> tuple[float, dict[str, Any], float]:
     return fit_s, out, memory.peak_rss_mb
 
 
+BENCHMARKS: dict[str, Callable[[], object]] = {}
+
+
+def benchmark(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
+    """Decorator: register a section's ``main`` as the benchmark ``name`` of ``make perf``."""
+
+    def wrap(fn: Callable[[], object]) -> Callable[[], object]:
+        if name in BENCHMARKS and BENCHMARKS[name] is not fn:
+            raise ValueError(f"benchmark {name!r} is registered twice")
+        BENCHMARKS[name] = fn
+        return fn
+
+    return wrap
+
+
 def main(argv: list[str] | None = None) -> int:
+    for module in pkgutil.iter_modules(__path__):  # each section module registers itself
+        importlib.import_module(f"{__name__}.{module.name}")
     wanted = set(argv if argv is not None else sys.argv[1:])
-    torch.set_num_threads(torch.get_num_threads())
+    unknown = wanted - set(BENCHMARKS)
+    if unknown:
+        print(f"unknown benchmark(s) {sorted(unknown)}; registered: {sorted(BENCHMARKS)}", file=sys.stderr)
+        return 2
     print(f"adbench perf — torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"cuda={torch.cuda.is_available()}", flush=True)
-    names = sorted(m.name for m in pkgutil.iter_modules(adbench.__path__) if m.name.startswith("perf_"))
-    for name in names:
-        if wanted and name.removeprefix("perf_") not in wanted:
-            continue
-        print(f"\n== {name.removeprefix('perf_')}", flush=True)
+    for name in sorted(wanted or BENCHMARKS):
+        print(f"\n== {name}", flush=True)
         saved_argv, sys.argv = sys.argv, [name]  # sections parse their own (empty) arguments
         try:
-            importlib.import_module(f"adbench.{name}").main()
+            BENCHMARKS[name]()
         finally:
             sys.argv = saved_argv
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -46,15 +46,18 @@ def uniform_beta(n: int, generator: torch.Generator, low: float, high: float) ->
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
+def _channel_view(values: Sequence[float], images: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``values`` as [1, C, 1, 1] in the dtype and on the device of ``images``."""
+    return torch.tensor(values, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
+
+
 def denormalize(
     images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> torch.Tensor:
     """Undo :class:`~adbench.data.ImageTransform` normalisation: [N, 3, H, W] → [0, 1] pixel space."""
     if mean is None or std is None:
         return images
-    m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    return images * s + m
+    return images * _channel_view(std, images) + _channel_view(mean, images)
 
 
 def normalize(
@@ -63,6 +66,4 @@ def normalize(
     """Apply :class:`~adbench.data.ImageTransform` normalisation to [N, 3, H, W] images in [0, 1]."""
     if mean is None or std is None:
         return images
-    m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    return (images - m) / s
+    return (images - _channel_view(mean, images)) / _channel_view(std, images)

@@ -2,7 +2,7 @@
 
 ``main()`` (run by ``make perf``): extraction time per image with a cold cache, a warm memory tier
 and a warm disk tier (a fresh process); PaDiM fit / inference; CFlow (CPU preset, one sub-epoch)
-seconds per sub-epoch and inference. ``python -c "from adbench.perf_features import padim_memory;
+seconds per sub-epoch and inference. ``python -c "from adbench.perf.features import padim_memory;
 padim_memory()"`` measures PaDiM's peak RSS for a 200-image category at 224 px with 550 channels
 (WRN-50-2 layers 1-3; random weights suffice for memory and time).
 """
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from adbench.config import compose
 from adbench.devices import resolve_device
 from adbench.features import FeatureExtractor, memory_tier
-from adbench.perf import backbone_floor_ms, compose, fit_and_predict, prepare, report
+from adbench.perf import backbone_floor_ms, benchmark, fit_and_predict, prepare, report
 from adbench.runner import (
     PeakMemory,
     build_context,
@@ -118,6 +119,7 @@ def padim_memory(n_images: int = 200, channels: int = 550) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@benchmark("features")
 def main() -> None:
     cache_tiers()
     method_timings("padim", [])
