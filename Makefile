@@ -34,7 +34,7 @@ lint:
 bench:
 	$(PYTHON) -m adbench method=$(METHOD) data=$(DATA) results_dir=$(RESULTS) \
 		$(if $(CATEGORY),data.category=$(CATEGORY)) $(ARGS)
-	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --metric $(METRIC) --format $(FORMAT)
+	$(PYTHON) -m adbench.leaderboard --results $(RESULTS) --metric $(METRIC) --format $(FORMAT) --intervals
 
 # tables printed, and written to $(RESULTS)/tables/{accuracy,efficiency,deltas,draws}.{md,tex,csv}
 leaderboard:
