@@ -420,6 +420,7 @@ def test_user_mistakes_print_the_message_alone(tmp_path, monkeypatch, capfd, cap
     assert "Traceback" not in printed.out + printed.err and "Traceback" not in caplog.text
 
 
+@pytest.mark.slow  # a subprocess or a multirun: seconds
 def test_user_mistake_on_the_real_command_line(tmp_path):
     """The whole output of ``python -m adbench`` for a missing dataset: the message line, exit status 1."""
     command = [sys.executable, "-m", "adbench", "data=folder", f"data.root={tmp_path / 'nowhere'}",
@@ -444,6 +445,7 @@ def test_garbage_leaderboard_gives_a_clear_error(tmp_path, capsys):
     assert "no leaderboard at" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess or a multirun: seconds
 def test_multirun_with_failed_jobs_exits_1_and_ends_with_the_summary(tmp_path, monkeypatch, caplog):
     root = parts_tree(tmp_path / "parts")
     common = ["data=folder", f"data.root={root}", f"results_dir={tmp_path / 'results'}",
