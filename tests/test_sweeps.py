@@ -198,6 +198,7 @@ def hydra_config():
         yield lambda overrides: compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
+@pytest.mark.slow  # composes every experiment preset: seconds
 def test_experiment_presets(hydra_config):
     from adbench.datasets.mvtec import MVTEC_CATEGORIES
     from adbench.datasets.toy import TOY_CATEGORIES, TOY_TARGET
