@@ -159,8 +159,6 @@ class TwoStageL2Index:
         self.bound_index = faiss.IndexFlatL2(self.rank + 1)
         self.bound_index.add(_as_numpy(reduced))
         self.max_reduced_sq = float(reduced.square().sum(dim=1).max())
-        self.exhaustive = faiss.IndexFlatL2(self.dim)
-        self.exhaustive.add(self.bank)
         self.stats = {"queries": 0, "first": 0, "wide": 0, "exhaustive": 0}
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +203,7 @@ class TwoStageL2Index:
             if todo.size == 0:
                 break
             if count is None:
-                _, ids[todo] = self.exhaustive.search(q[todo], k)
+                _, ids[todo] = faiss.knn(q[todo], self.bank, k)  # brute force, no second copy of the bank
                 dists[todo] = self._exact(q[todo], ids[todo])
                 order = np.argsort(dists[todo], axis=1, kind="stable")
                 dists[todo] = np.take_along_axis(dists[todo], order, 1)
